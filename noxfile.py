@@ -1,0 +1,63 @@
+"""The project's flows. Each session installs what it needs into its own environment.
+
+    nox -s tests       everything CI runs: unit tests and the cocotb regression
+    nox -s verilog     write the Verilog of every exported block under build/verilog
+    nox -s regression  the cocotb benches alone
+    nox -s sim         a mapped GEMM on the simulated fabric, with its report
+    nox -s gpt         a mapped GPT layer on the simulated fabric, with its report
+"""
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "virtualenv"
+
+PYTHON = "3.11"
+
+
+def _install(session):
+    # torch is pinned to the CPU wheel the machine's pip finds locally.
+    session.install("-e", ".[test]")
+
+
+def _workers():
+    return os.environ.get("WSE_TEST_WORKERS", "2")
+
+
+@nox.session(python=PYTHON)
+def tests(session):
+    """Unit tests of golden/ and gpt_mapping/ plus the whole cocotb regression."""
+    _install(session)
+    session.run("pytest", "-n", _workers(), "--dist", "loadgroup", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def regression(session):
+    """The cocotb benches alone (tests marked `rtl`)."""
+    _install(session)
+    session.run("pytest", "-m", "rtl", "-n", _workers(), "--dist", "loadgroup",
+                *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def verilog(session):
+    """Generate the Verilog of every exported block and print where it went."""
+    _install(session)
+    session.run("python", "-m", "rtl.top", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def sim(session):
+    """Run a representative GEMM (dense and 90 % sparse) on the RTL fabric."""
+    _install(session)
+    session.run("python", "-m", "gpt_mapping.demo", "gemm", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def gpt(session):
+    """Run a mapped GPT block on the RTL fabric, dense and sparse, with its report."""
+    _install(session)
+    session.run("python", "-m", "gpt_mapping.demo", "gpt", *session.posargs)

