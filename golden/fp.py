@@ -186,11 +186,15 @@ def _fma64(acc, a, b):
 
 
 def _f16_as_f64(x16):
-    return x16.view(np.float16).astype(np.float64)
+    """FP16 bits as exact float64 values (signalling NaNs quietly become NaNs)."""
+    with np.errstate(all="ignore"):
+        return x16.view(np.float16).astype(np.float64)
 
 
 def _f32_as_f64(x32):
-    return x32.view(np.float32).astype(np.float64)
+    """FP32 bits as exact float64 values (signalling NaNs quietly become NaNs)."""
+    with np.errstate(all="ignore"):
+        return x32.view(np.float32).astype(np.float64)
 
 
 # --- conversions ----------------------------------------------------------------------------
