@@ -1,0 +1,106 @@
+"""Weight streams of the GEMM: what MemoryX injects at the north edge of every column.
+
+Column x's stream (SPEC section 7), for each output n = 0 .. N-1:
+
+* for each k in K_x ascending with W[k, n] != 0 (both +0.0 and -0.0 are zero and never
+  sent), one data wavelet: ``data`` = the FP16 bits of W[k, n], ``index`` = k - start(K_x),
+  ``ctrl`` = 0, ``color`` = the column's weight colour;
+* then one command wavelet: ``ctrl`` = 1, ``index`` = a :class:`ReductionCommand` code,
+  ``data`` = n_local, the index of n inside its owner's output range N_owner, same colour.
+
+The command codes are defined here, once; the PE binds its reduction tasks to them.
+Streams are numpy ``uint32`` wavelet words built with :func:`rtl.wavelet.pack_array`.
+"""
+
+import enum
+
+import numpy as np
+
+from gpt_mapping.layout import GemmMapping, MappingError, check_gemm_operands
+from rtl.wavelet import pack_array
+
+__all__ = ["ReductionCommand", "streamed_mask", "nonzero_counts", "column_stream",
+           "weight_streams", "stream_length"]
+
+
+class ReductionCommand(enum.IntEnum):
+    """Command codes carried in the ``index`` field of a weight stream's control wavelets.
+
+    The PE of column x in every row reacts to the command for output n (argument ``data`` =
+    n_local) once the FMACs of n are done:
+
+    ``PARTIAL_SUM``: x does not own n. Add the FP32 partial sums arriving on the reduce colour
+    from x - 1 (none at x = 0) to its accumulators, in token order, and send the sums east
+    (at the east end x = W - 1: round to FP16 and send them west on the result colour);
+    then release the accumulator buffer.
+    ``FINAL_SUM``: x owns n. The same contribution to the chain, and store the FP16 result
+    (from the result colour, or computed locally when x = W - 1) at Y[:, n_local].
+
+    Code 0 is reserved so that an all-zero control wavelet is never a valid command.
+    """
+    PARTIAL_SUM = 1
+    FINAL_SUM = 2
+
+
+def _weight_bits(w16):
+    check_gemm_operands(None, w16)
+    return w16.view(np.uint16)
+
+
+def streamed_mask(w16):
+    """bool [K, N]: True where W[k, n] is sent (not +0.0 or -0.0)."""
+    return (_weight_bits(w16) & 0x7FFF) != 0
+
+
+def _check(mapping, w16):
+    if not isinstance(mapping, GemmMapping):
+        raise TypeError(f"mapping must be a GemmMapping, not {type(mapping).__name__}")
+    check_gemm_operands(None, w16)
+    if w16.shape != (mapping.features, mapping.outputs):
+        raise MappingError(f"W has shape {w16.shape}, the mapping expects "
+                           f"({mapping.features}, {mapping.outputs})")
+
+
+def nonzero_counts(mapping, w16):
+    """int64 [width, N]: the weights column x streams for output n (its FMAC count per n).
+
+    ``.sum(axis=1)`` gives the non-zeros per column, ``.sum()`` all of them.
+    """
+    _check(mapping, w16)
+    mask = streamed_mask(w16).astype(np.int64)
+    # Segment sums over the K split: cumulative sum, differences at the column bounds.
+    cum = np.vstack([np.zeros((1, mapping.outputs), dtype=np.int64), np.cumsum(mask, axis=0)])
+    return np.diff(cum[mapping.feature_bounds], axis=0)
+
+
+def stream_length(mapping, w16, column):
+    """Number of wavelets in ``column``'s stream: its non-zeros plus one command per output."""
+    return int(nonzero_counts(mapping, w16)[column].sum()) + mapping.outputs
+
+
+def column_stream(mapping, w16, column):
+    """The weight stream of ``column`` as ``uint32`` wavelet words, in injection order."""
+    _check(mapping, w16)
+    k_x = mapping.feature_range(column)
+    color = mapping.colors.weight_color(column)
+    bits = w16.view(np.uint16)[k_x.start:k_x.stop].T            # [N, K_x]: stream order n, k
+    mask = (bits & 0x7FFF) != 0
+    per_n = mask.sum(axis=1)
+    n_of, k_local = np.nonzero(mask)                            # sorted by n, then k
+    total = len(n_of) + mapping.outputs
+    words = np.empty(total, dtype=np.uint32)
+    # Each output's data wavelets are followed by its command: shift by the commands before.
+    words[np.arange(len(n_of)) + n_of] = pack_array(
+        data=bits[n_of, k_local], index=k_local, ctrl=0, color=color)
+    n = np.arange(mapping.outputs)
+    owner = mapping.owner_column(n)
+    command = np.where(owner == column, int(ReductionCommand.FINAL_SUM),
+                       int(ReductionCommand.PARTIAL_SUM))
+    words[np.cumsum(per_n) + n] = pack_array(
+        data=mapping.n_local(n), index=command, ctrl=1, color=color)
+    return words
+
+
+def weight_streams(mapping, w16):
+    """The streams of every column: a list of ``uint32`` arrays, index = column."""
+    return [column_stream(mapping, w16, x) for x in range(mapping.width)]
