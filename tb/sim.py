@@ -159,12 +159,54 @@ def _verilate(toplevel, source, build_dir, log, extra_args, public):
     make = ["make", "-j", str(_get_max_parallel_build_jobs()), "-C", str(build_dir),
             "-f", "Vtop.mk", "VM_TRACE=0", "CFG_CXXFLAGS_PCH_I=-include",
             f"OPT_FAST={OPT_FAST}"]
+    runtime = _runtime_cache()
     with open(log, "w") as out:
         for cmd in (verilate, make):
+            if cmd is make:
+                _restore_runtime(runtime, build_dir)
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
             subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=True,
                            cwd=build_dir)
+    _store_runtime(runtime, build_dir)
+
+
+#: Objects of Verilator's and cocotb's runtime: the same in every build of one tool chain.
+_RUNTIME_OBJECTS = ("verilated", "verilated_vpi", "verilated_dpi", "verilated_threads",
+                    "verilator")
+
+
+def _runtime_cache():
+    key = hashlib.sha256(f"{_tool_versions()} {OPT_FAST}".encode()).hexdigest()[:12]
+    return BUILD_ROOT / "sim" / f"_runtime-{key}"
+
+
+def _restore_runtime(cache, build_dir):
+    """Copy the cached runtime objects in, newer than their sources, so make skips them."""
+    if not (cache / "COMPLETE").exists():
+        return
+    for name in _RUNTIME_OBJECTS:
+        for ext in (".o", ".d"):
+            shutil.copy2(cache / f"{name}{ext}", build_dir / f"{name}{ext}")
+            os.utime(build_dir / f"{name}{ext}")
+
+
+def _store_runtime(cache, build_dir):
+    if (cache / "COMPLETE").exists():
+        return
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in _RUNTIME_OBJECTS:
+        for ext in (".o", ".d"):
+            if not (build_dir / f"{name}{ext}").exists():
+                shutil.rmtree(tmp)
+                return
+            shutil.copy2(build_dir / f"{name}{ext}", tmp / f"{name}{ext}")
+    (tmp / "COMPLETE").write_text("")
+    try:
+        tmp.rename(cache)
+    except OSError:  # another process stored it first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _failures(results_xml):
