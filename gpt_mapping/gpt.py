@@ -1,0 +1,906 @@
+"""A GPT block mapped onto the fabric: four weight-streaming GEMMs plus host operations.
+
+The block of :mod:`gpt_mapping.model` runs as the fixed sequence of operations
+:data:`OPERATIONS`. The four linear layers (QKV, attention output, MLP up, MLP down) run as
+weight-streaming GEMMs ``Y = X W`` on the fabric (SPEC section 7) through a *backend*:
+``"rtl"`` (the Verilator model, :mod:`gpt_mapping.fabric_run`) or ``"golden"`` (the bit-exact
+fast functional model, :func:`golden.gemm.fabric_gemm`, with cycles predicted by
+:mod:`gpt_mapping.perf_model`). Everything else (LayerNorm, attention scores and softmax,
+the attention-value product, GELU, bias adds, residual adds) runs on the host in the numpy
+golden model of this module, and every report says so operation by operation.
+
+Precision (the contract every backend shares, so runs compare bit for bit):
+
+- Activations between operations are FP16 (``np.float16`` arrays, compared as bits; numpy
+  never does arithmetic on them). The block input is rounded to FP16 once (RNE); the block
+  output is FP16 (written out as exact float32).
+- Linear weights are rounded to FP16 (RNE) after pruning; ``W = weight.T`` because
+  ``nn.Linear`` computes ``x @ weight.T``. Biases and LayerNorm parameters stay float32 on
+  the host.
+- A fabric GEMM accumulates in FP32 and rounds each output once to FP16 (SPEC 6 and 7).
+- A host operation computes in float32 numpy in a fixed order and rounds its result once to
+  FP16: every sum runs in index order starting from its first term, never BLAS or numpy's
+  pairwise sums; products and sums are separate float32 roundings (no fused multiply-add).
+  ``exp`` is evaluated in float64 and rounded to float32, so it does not depend on numpy's
+  SIMD dispatch. GELU is a 65536-entry table: for every FP16 input, the float64 value of the
+  formula (``math.erfc`` / ``math.tanh``) rounded once to FP16. Residual adds are the FP16
+  add of SPEC 6 (:func:`golden.fp.add16`, one rounding), what a fabric ``FADD`` computes.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from golden import fp
+from golden.gemm import compare_to_torch
+from .model import Block, GPTConfig, LINEAR_LAYERS
+
+__all__ = [
+    "OPERATIONS", "OpSpec", "BACKENDS",
+    "to_f16", "f16_values", "bits", "round_f32_to_f16",
+    "layer_norm16", "add_bias16", "attention_probs16", "attention_values16", "gelu16",
+    "residual16", "prune_by_magnitude", "LinearLayer", "MappedBlock", "map_block",
+    "parse_fabric", "GemmRun", "GoldenBackend", "RtlBackend", "select_backend",
+    "spec_gemm_loop", "predict_gemm", "predict_block_cycles", "predicted_lane_ops",
+    "predicted_link_wavelets", "counters_to_stats", "PORTS", "PE_LANE_OPS_KEY",
+    "PORT_WAVELETS_KEY", "OpRecord", "BlockRun", "run_block", "torch_trace", "evaluate",
+    "run_gpt", "random_input", "rtl_available", "TORCH_REL_TOL", "CHECK_LIMIT",
+]
+
+
+# --- the operations of a block --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One operation of the mapped block: where it runs and how it treats the layout.
+
+    ``layout`` says what the operation does to the fabric layout of its activations
+    (tokens split along rows, features along columns): ``"elementwise"`` keeps it,
+    ``"row-reduction"`` keeps it but needs a reduction across the columns of a row,
+    ``"mixes-tokens"`` needs data from other rows, ``"gemm"`` is a fabric GEMM.
+    """
+    name: str
+    where: str
+    what: str
+    layout: str
+
+
+OPERATIONS = (
+    OpSpec("ln_1", "host", "LayerNorm 1", "row-reduction"),
+    OpSpec("attn.c_attn", "fabric", "QKV projection (GEMM)", "gemm"),
+    OpSpec("attn.c_attn.bias", "host", "QKV bias add", "elementwise"),
+    OpSpec("attn.softmax", "host", "attention scores QK^T/sqrt(d), causal mask, softmax",
+           "mixes-tokens"),
+    OpSpec("attn.av", "host", "attention-value product P V", "mixes-tokens"),
+    OpSpec("attn.c_proj", "fabric", "attention output projection (GEMM)", "gemm"),
+    OpSpec("attn.c_proj.bias", "host", "attention output bias add", "elementwise"),
+    OpSpec("residual_1", "host", "residual add x + attn", "elementwise"),
+    OpSpec("ln_2", "host", "LayerNorm 2", "row-reduction"),
+    OpSpec("mlp.c_fc", "fabric", "MLP up projection (GEMM)", "gemm"),
+    OpSpec("mlp.c_fc.bias", "host", "MLP up bias add", "elementwise"),
+    OpSpec("mlp.gelu", "host", "GELU", "elementwise"),
+    OpSpec("mlp.c_proj", "fabric", "MLP down projection (GEMM)", "gemm"),
+    OpSpec("mlp.c_proj.bias", "host", "MLP down bias add", "elementwise"),
+    OpSpec("residual_2", "host", "residual add x1 + mlp (block output)", "elementwise"),
+)
+_SPECS = {spec.name: spec for spec in OPERATIONS}
+
+
+# --- FP16 activations -----------------------------------------------------------------------
+
+def to_f16(values):
+    """FP16 activations (``np.float16``) from float16/float32 values; float32 rounds RNE."""
+    arr = np.asarray(values)
+    if arr.dtype == np.float16:
+        return arr.copy()
+    if arr.dtype != np.float32:
+        raise TypeError(f"activations must be float16 or float32, got {arr.dtype}")
+    return round_f32_to_f16(arr)
+
+
+def f16_values(x16):
+    """The float32 values (exact) of FP16 activations."""
+    x16 = np.asarray(x16)
+    if x16.dtype != np.float16:
+        raise TypeError(f"FP16 activations must be float16, got {x16.dtype}")
+    return x16.astype(np.float32)
+
+
+def bits(x16):
+    """The raw ``uint16`` bits of FP16 activations (for bit-exact comparisons)."""
+    return np.asarray(x16, dtype=np.float16).view(np.uint16)
+
+
+def round_f32_to_f16(values):
+    """Round float32 values to FP16: RNE, subnormals, overflow to inf, canonical NaN.
+
+    The same bits as :func:`golden.fp.f32_to_f16` (a test checks every FP16 rounding
+    boundary), through numpy's IEEE cast, which is ~70x faster at GPT-2 size.
+    """
+    arr = np.asarray(values, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        b = arr.astype(np.float16).view(np.uint16)
+    return np.where(np.isnan(arr), np.uint16(fp.NAN16), b).astype(np.uint16).view(np.float16)
+
+
+def _sum_in_order(values, axis=-1):
+    """Float32 sum along ``axis`` in index order, starting from the first term.
+
+    ``np.add.accumulate`` is a sequential scan (out[i] = out[i-1] + a[i]), unlike
+    ``np.sum``'s pairwise blocks, so the order is the one the documentation states.
+    """
+    return np.take(np.add.accumulate(values, axis=axis, dtype=np.float32), -1, axis=axis)
+
+
+# --- host operations: the golden model of everything that is not a GEMM ---------------------
+
+def layer_norm16(x16, weight, bias, eps):
+    """LayerNorm over the last axis of FP16 activations; float32 ``weight``/``bias``.
+
+    ``mean = sum(x) / C``; ``d = x - mean``; ``var = sum(d * d) / C`` (biased, as torch);
+    ``y = (d * (1 / sqrt(var + eps))) * weight + bias``, each step a float32 rounding.
+    """
+    x = f16_values(x16)
+    n = np.float32(x.shape[-1])
+    with np.errstate(all="ignore"):
+        mean = _sum_in_order(x) / n
+        d = x - mean[..., None]
+        var = _sum_in_order(d * d) / n
+        rstd = np.float32(1.0) / np.sqrt(var + np.float32(eps))
+        y = (d * rstd[..., None]) * np.asarray(weight, np.float32) + np.asarray(bias, np.float32)
+    return round_f32_to_f16(y)
+
+
+def add_bias16(y16, bias):
+    """``round16(round32(y + bias))``: the host-side bias add after a fabric GEMM."""
+    with np.errstate(all="ignore"):
+        return round_f32_to_f16(f16_values(y16) + np.asarray(bias, np.float32))
+
+
+def _split_heads(qkv16, config):
+    """``[T, 3C]`` FP16 -> float32 q, k, v as ``[d, B, H, n]`` (head feature first)."""
+    b, n, h, d = config.batch, config.n_ctx, config.n_head, config.head_dim
+    qkv = f16_values(qkv16).reshape(b, n, 3, h, d)
+    return [np.ascontiguousarray(qkv[:, :, i].transpose(3, 0, 2, 1)) for i in range(3)]
+
+
+def attention_probs16(qkv16, config, chunk=128, tick=None):
+    """Causal softmax of the attention scores, as FP16 ``[B, H, n, n]``.
+
+    Per head, ``s[t, u] = sum_i q[t, i] k[u, i]`` (i in order, float32 products and sums),
+    then ``s * (1 / sqrt(d))`` (float32), keys ``u > t`` masked, ``m = max_u s``,
+    ``e = float32(exp_float64(s - m))``, ``p = e / sum_u e`` (u in order). Query rows are
+    processed in chunks of ``chunk`` tokens, which does not change any value.
+    """
+    q, k, _ = _split_heads(qkv16, config)
+    d, b, h, n = q.shape
+    scale = np.float32(1.0 / math.sqrt(d))
+    probs = np.zeros((b, h, n, n), dtype=np.float16)
+    for t0 in range(0, n, chunk):
+        t1 = min(n, t0 + chunk)
+        # Only keys u < t1 can be unmasked for these queries.
+        with np.errstate(all="ignore"):
+            s = q[0, :, :, t0:t1, None] * k[0, :, :, None, :t1]
+            prod = np.empty_like(s)
+            for i in range(1, d):
+                np.multiply(q[i, :, :, t0:t1, None], k[i, :, :, None, :t1], out=prod)
+                np.add(s, prod, out=s)
+            s *= scale
+            masked = np.arange(t1)[None, :] > np.arange(t0, t1)[:, None]
+            s[..., masked] = -np.inf
+            m = s.max(axis=-1, keepdims=True)
+            e = np.exp((s - m).astype(np.float64)).astype(np.float32)
+            p = e / _sum_in_order(e)[..., None]
+        probs[:, :, t0:t1, :t1] = round_f32_to_f16(p)
+        if tick:
+            tick(t1 - t0)
+    return probs
+
+
+def attention_values16(probs16, qkv16, config, chunk=128, tick=None):
+    """The attention-value product with heads merged back, FP16 ``[T, C]``.
+
+    ``y[t] = sum_{u <= t} p[t, u] v[u]`` with u in order from 0 (float32 products and sums;
+    masked keys are not added at all, so they cannot change a signed zero).
+    """
+    _, _, v = _split_heads(qkv16, config)
+    d, b, h, n = v.shape
+    v = np.ascontiguousarray(v.transpose(1, 2, 3, 0))        # [B, H, n, d]
+    p = f16_values(probs16)
+    y = np.zeros((b, h, n, d), dtype=np.float32)
+    for t0 in range(0, n, chunk):
+        t1 = min(n, t0 + chunk)
+        acc = y[:, :, t0:t1]
+        prod = np.empty_like(acc)
+        with np.errstate(all="ignore"):
+            np.multiply(p[:, :, t0:t1, 0, None], v[:, :, 0, None, :], out=acc)
+            for u in range(1, t1):
+                r0 = max(0, u - t0)     # rows t >= u of this chunk see key u
+                np.multiply(p[:, :, t0 + r0:t1, u, None], v[:, :, u, None, :],
+                            out=prod[:, :, r0:])
+                np.add(acc[:, :, r0:], prod[:, :, r0:], out=acc[:, :, r0:])
+        if tick:
+            tick(t1 - t0)
+    merged = y.transpose(0, 2, 1, 3).reshape(b * n, h * d)
+    return round_f32_to_f16(merged)
+
+
+@lru_cache(maxsize=None)
+def _gelu_table(form):
+    """GELU of every FP16 value (indexed by its bits): the float64 formula rounded once."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float64)
+    out = np.empty_like(x)
+    for i, v in enumerate(x.tolist()):
+        if math.isnan(v) or v == math.inf:
+            out[i] = v
+        elif v == -math.inf:
+            out[i] = -0.0            # the limit; the formula would give -inf * 0
+        elif form == "erf":
+            out[i] = v * 0.5 * math.erfc(-v / math.sqrt(2.0))   # x * Phi(x), no cancellation
+        else:
+            inner = math.sqrt(2.0 / math.pi) * (v + 0.044715 * v * v * v)
+            out[i] = 0.5 * v * (1.0 + math.tanh(inner))
+    table = fp.f16_to_bits(out).view(np.float16)
+    table.setflags(write=False)
+    return table
+
+
+def gelu16(x16, form="erf"):
+    """GELU of FP16 activations (``form`` ``"erf"`` or ``"tanh"``) by table lookup."""
+    if form not in ("erf", "tanh"):
+        raise ValueError(f"GELU form must be 'erf' or 'tanh', got {form!r}")
+    return _gelu_table(form)[bits(x16)]
+
+
+def residual16(a16, b16):
+    """Residual add: the FP16 add of SPEC 6 (one rounding of the exact sum)."""
+    return fp.add16(bits(a16), bits(b16)).view(np.float16)
+
+
+# --- weights: pruning and FP16 -----------------------------------------------------------------
+
+def prune_by_magnitude(weight, sparsity):
+    """Zero the ``round(sparsity * size)`` smallest-magnitude entries (unstructured).
+
+    Ties are broken by position (lower flat index pruned first), so the result is
+    deterministic. Returns a new float32 array.
+    """
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    w = np.array(weight, dtype=np.float32, copy=True)
+    n_prune = int(round(float(sparsity) * w.size))
+    if n_prune:
+        order = np.argsort(np.abs(w).ravel(), kind="stable")
+        w.ravel()[order[:n_prune]] = 0.0
+    return w
+
+
+@dataclass
+class LinearLayer:
+    """One linear layer as the fabric sees it.
+
+    ``weight`` is the (pruned) float32 ``nn.Linear`` weight ``[N, K]``; ``w16`` the FP16
+    bits of ``W = weight.T`` ``[K, N]`` that stream from the north edge; ``bias`` float32
+    ``[N]`` (added on the host). ``nnz`` counts non-zero FP16 weights: what is streamed.
+    ``w16`` is ``np.float16``, the convention of :mod:`gpt_mapping.layout`.
+    """
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray
+    w16: np.ndarray
+
+    @property
+    def k(self):
+        return self.w16.shape[0]
+
+    @property
+    def n(self):
+        return self.w16.shape[1]
+
+    @property
+    def nnz(self):
+        from golden.gemm import is_streamed
+        return int(np.count_nonzero(is_streamed(self.w16)))
+
+
+@dataclass
+class MappedBlock:
+    """A block ready for the fabric: FP16 weights (pruned), host parameters, config."""
+    config: GPTConfig
+    sparsity: float
+    ln_1: tuple
+    ln_2: tuple
+    linears: dict
+
+    def torch_block(self):
+        """The float32 torch block with these (pruned, not FP16-rounded) weights."""
+        block = Block(self.config)
+        params = {"ln_1.weight": self.ln_1[0], "ln_1.bias": self.ln_1[1],
+                  "ln_2.weight": self.ln_2[0], "ln_2.bias": self.ln_2[1]}
+        for name, layer in self.linears.items():
+            params[f"{name}.weight"] = layer.weight
+            params[f"{name}.bias"] = layer.bias
+        with torch.no_grad():
+            for name, param in block.named_parameters():
+                param.copy_(torch.from_numpy(np.asarray(params[name], np.float32)))
+        return block.eval().requires_grad_(False)
+
+
+def map_block(block, sparsity=0.0):
+    """Turn a torch :class:`~gpt_mapping.model.Block` into a :class:`MappedBlock`.
+
+    Each linear layer's weights are pruned by magnitude, per layer, to ``sparsity`` before
+    mapping, then rounded to FP16; zeros are never streamed.
+    """
+    params = {name: p.detach().to(torch.float32).numpy().copy()
+              for name, p in block.named_parameters()}
+    linears = {}
+    for name in LINEAR_LAYERS:
+        weight = prune_by_magnitude(params[f"{name}.weight"], sparsity)
+        w16 = np.ascontiguousarray(round_f32_to_f16(weight.T))
+        linears[name] = LinearLayer(name, weight, params[f"{name}.bias"], w16)
+    return MappedBlock(block.config, float(sparsity),
+                       (params["ln_1.weight"], params["ln_1.bias"]),
+                       (params["ln_2.weight"], params["ln_2.bias"]), linears)
+
+
+def random_input(config, seed=0):
+    """A seeded float32 input ``[batch, n_ctx, n_embd]`` (standard normal)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((config.batch, config.n_ctx, config.n_embd)).astype(np.float32)
+
+
+# --- fabric backends --------------------------------------------------------------------------
+
+#: Router ports in the order of every ``links[H, W, port]`` array (SPEC section 3).
+PORTS = ("N", "E", "S", "W", "RAMP")
+
+BACKENDS = ("auto", "golden", "rtl")
+
+
+def parse_fabric(text):
+    """``'WxH'`` (columns x rows, e.g. ``'4x4'``) -> ``(width, height)``."""
+    from .layout import parse_fabric as _parse
+    return _parse(text)
+
+
+@dataclass
+class GemmRun:
+    """One fabric GEMM as a backend ran it.
+
+    ``util[H, W]``: FMAC utilization of every PE (lane-operations / (lanes x cycles)).
+    ``links[H, W, 5]``: wavelets that left each router through ports N, E, S, W, RAMP.
+    ``kind`` is ``"measured"`` (RTL counters) or ``"predicted"`` (perf model and streams)
+    for ``cycles``; ``util_kind`` and ``links_kind`` say the same of the two arrays (an RTL
+    run whose counters lack one of them falls back to the prediction and says so).
+    """
+    y16: np.ndarray
+    cycles: int
+    kind: str
+    fmac_lane_ops: int
+    util: np.ndarray
+    links: np.ndarray
+    details: dict = field(default_factory=dict)
+    util_kind: str = None
+    links_kind: str = None
+
+    def __post_init__(self):
+        self.util_kind = self.util_kind or self.kind
+        self.links_kind = self.links_kind or self.kind
+
+
+def spec_gemm_loop(x16, w16, width):
+    """An independent, loop-for-loop rendering of SPEC section 7's arithmetic, for checks.
+
+    Column x accumulates ``acc = round32(acc + x[:, k] * w[k, :])`` over its non-zero
+    weights in ascending k from +0.0; the partial sums of the columns are added in column
+    order and rounded once to FP16. Vectorised over tokens and outputs only, so it is meant
+    for small GEMMs (the report uses it up to ``CHECK_LIMIT`` multiply-adds).
+    """
+    x = f16_values(x16)
+    w = f16_values(w16)
+    t, k = x.shape
+    bounds = (np.arange(width + 1) * k) // width
+    total = None
+    with np.errstate(all="ignore"):
+        for col in range(width):
+            acc = np.zeros((t, w.shape[1]), dtype=np.float32)
+            for kk in range(bounds[col], bounds[col + 1]):
+                nz = w[kk] != 0
+                acc = np.where(nz[None, :], acc + x[:, kk, None] * w[kk][None, :], acc)
+            total = acc if total is None else total + acc
+    return round_f32_to_f16(total)
+
+
+#: Largest T x K x N that the report re-checks with :func:`spec_gemm_loop` (golden backend).
+CHECK_LIMIT = 1 << 24
+
+#: Tolerance against the torch float32 block, for every operation's output:
+#: ``max |pipeline - torch| <= TORCH_REL_TOL * max |torch|``. Measured: <= 1.6e-3 over the
+#: test configurations and GPT-2 small (docs/gpt.md); 4e-3 is 8 FP16 half-ulps of the
+#: largest value, and what the tests assert.
+TORCH_REL_TOL = 4e-3
+
+
+class GoldenBackend:
+    """The fast functional model: :func:`golden.gemm.fabric_gemm` for the bits, the perf
+    model for cycles and per-PE utilization, the weight streams for wavelets per link."""
+    name = "golden"
+    kind = "predicted"
+
+    def run(self, mapping, x16, w16, bar):
+        """Y = X W and the predicted counters; ``bar`` is a tqdm bar (tokens done)."""
+        from golden.gemm import fabric_gemm
+        bar.reset(total=mapping.tokens)
+        y16 = fabric_gemm(x16, w16, mapping.width, mapping.height, progress=bar.update)
+        return GemmRun(y16=y16, **predict_gemm(mapping, w16))
+
+
+class RtlBackend:
+    """The Verilator model of the fabric, through :func:`gpt_mapping.fabric_run.run_gemm_rtl`;
+    cycles, utilization and link counts are the hardware's counters."""
+    name = "rtl"
+    kind = "measured"
+
+    def __init__(self):
+        from .gemm_cli import load_rtl_backend
+        self._run = load_rtl_backend()
+        if self._run is None:
+            raise ImportError("gpt_mapping/fabric_run.py does not exist yet")
+
+    def run(self, mapping, x16, w16, bar):
+        """Y = X W on the Verilator fabric; ``bar`` is the tqdm bar the RTL run drives."""
+        y16, counters = self._run(mapping, x16, w16, bar)
+        return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
+
+
+def rtl_available():
+    """True when the RTL backend (gpt_mapping/fabric_run.py) exists. A module that exists but
+    fails to import raises: a broken RTL backend never falls back silently."""
+    from .gemm_cli import load_rtl_backend
+    return load_rtl_backend() is not None
+
+
+def select_backend(name="auto"):
+    """The backend object for ``"rtl"``, ``"golden"`` or ``"auto"`` (RTL when present)."""
+    if not isinstance(name, str):
+        return name                               # an object with .name/.kind/.run
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        name = "rtl" if rtl_available() else "golden"
+    if name == "golden":
+        return GoldenBackend()
+    try:
+        return RtlBackend()
+    except ImportError as exc:
+        raise RuntimeError(f"the RTL backend is not available ({exc}); "
+                           f"use --backend golden") from exc
+
+
+def _nonzero_counts(mapping, w16, counts=None):
+    """``streams.nonzero_counts`` (int [W, N]) unless already computed."""
+    if counts is not None:
+        return counts
+    from .streams import nonzero_counts
+    return nonzero_counts(mapping, w16)
+
+
+def predicted_lane_ops(mapping, w16, counts=None):
+    """FMAC lane-operations of every PE, int64 ``[H, W]``: PE (x, y) runs one FMAC over its
+    T_y tokens for every weight column x streams (padding lanes are not counted).
+    ``counts`` is :func:`gpt_mapping.streams.nonzero_counts`, if already at hand."""
+    per_column = _nonzero_counts(mapping, w16, counts).sum(axis=1)        # [W]
+    return np.multiply.outer(mapping.tokens_per_row, per_column).astype(np.int64)
+
+
+def predicted_link_wavelets(mapping, w16, counts=None):
+    """Wavelets leaving every router port, int64 ``[H, W, 5]`` (N, E, S, W, RAMP), from the
+    weight streams and the routes of :class:`gpt_mapping.layout.ColorPlan`.
+
+    Weight stream of column x (its non-zeros plus one command per output, as
+    :func:`gpt_mapping.streams.column_stream` builds it): enters (x, 0) from the north and
+    leaves every router to its RAMP and, above the bottom row, to the south. Reduction, per
+    output and row: every column but the east end sends its T_y FP32 partial sums east
+    (2 wavelets each), received at the RAMP of x + 1; the east end sends the T_y FP16
+    results west, tapped at every RAMP on the way.
+    """
+    w, h = mapping.width, mapping.height
+    links = np.zeros((h, w, len(PORTS)), dtype=np.int64)
+    _, e_port, s_port, w_port, ramp = range(len(PORTS))
+    lengths = _nonzero_counts(mapping, w16, counts).sum(axis=1) + mapping.outputs   # [W]
+    links[:, :, ramp] += lengths[None, :]
+    links[:-1, :, s_port] += lengths[None, :]
+    if w > 1:
+        per_row = mapping.tokens_per_row.astype(np.int64) * mapping.outputs     # [H]
+        links[:, :-1, e_port] += 2 * per_row[:, None]          # partial sums east
+        links[:, 1:, ramp] += 2 * per_row[:, None]             # ... received from the west
+        links[:, 1:, w_port] += per_row[:, None]               # results west
+        links[:, :-1, ramp] += per_row[:, None]                # ... tapped on the way
+    return links
+
+
+def predict_gemm(mapping, w16, params=None):
+    """:class:`GemmRun` fields of one GEMM, predicted: cycles from the perf model's streaming
+    schedule (:func:`gpt_mapping.perf_model.predict`), lane-operations per PE and wavelets
+    per link from the mapping and the weight streams' non-zero counts."""
+    from .perf_model import predict
+    counts = _nonzero_counts(mapping, w16)
+    estimate = predict(mapping, counts, params)
+    lane_ops = predicted_lane_ops(mapping, w16, counts)
+    cycles = int(estimate.cycles)
+    util = lane_ops / float(mapping.pe.lanes * max(cycles, 1))
+    return {"cycles": cycles, "kind": "predicted", "fmac_lane_ops": int(lane_ops.sum()),
+            "util": util, "links": predicted_link_wavelets(mapping, w16, counts),
+            "details": {"source": "gpt_mapping.perf_model (cycles) + mapping and streams "
+                                  "(per-PE lane-ops, per-link wavelets)",
+                        "perf_model": estimate.as_dict()}}
+
+
+def predict_block_cycles(block, fabric, sparsity=0.0, pe=None, params=None):
+    """Predicted fabric cycles ``{gemm name: cycles}`` of ``block`` pruned to ``sparsity``,
+    without running anything: the dense baseline of a sparse run's speed-up."""
+    from .layout import GemmMapping, PEConfig
+    from .perf_model import predict_from_weights
+    mapped = map_block(block, sparsity)
+    cfg, (width, height) = mapped.config, fabric
+    return {name: int(predict_from_weights(
+                GemmMapping(tokens=cfg.tokens, features=layer.k, outputs=layer.n, width=width,
+                            height=height, pe=pe or PEConfig()), layer.w16, params).cycles)
+            for name, layer in mapped.linears.items()}
+
+
+#: Keys of the RTL counters dict read by :func:`counters_to_stats` (besides ``cycles``).
+PE_LANE_OPS_KEY = "pe_fmac_lane_ops"          # int [H, W]: FMAC lane-operations per PE
+PORT_WAVELETS_KEY = "router_port_wavelets"    # int [H, W, 5]: wavelets out of N, E, S, W, RAMP
+
+
+def counters_to_stats(mapping, w16, counters):
+    """The RTL counters of one GEMM as :class:`GemmRun` fields.
+
+    ``counters`` is the dict of :func:`gpt_mapping.fabric_run.run_gemm_rtl`: ``cycles``
+    (required), and when the hardware provides them ``pe_fmac_lane_ops`` ``[H, W]`` and
+    ``router_port_wavelets`` ``[H, W, 5]`` (ports N, E, S, W, RAMP). A missing array is
+    replaced by its prediction and marked ``"predicted"`` (the plot titles say so).
+    """
+    if "cycles" not in counters:
+        raise KeyError(f"the RTL counters have no 'cycles' (keys: {sorted(counters)})")
+    h, w = mapping.height, mapping.width
+    cycles = int(counters["cycles"])
+    lane_ops = counters.get(PE_LANE_OPS_KEY)
+    util_kind = "measured"
+    if lane_ops is None:
+        lane_ops, util_kind = predicted_lane_ops(mapping, w16), "predicted"
+    lane_ops = np.asarray(lane_ops, dtype=np.int64)
+    if lane_ops.shape != (h, w):
+        raise ValueError(f"RTL counter {PE_LANE_OPS_KEY} has shape {lane_ops.shape}, "
+                         f"expected [H, W] = ({h}, {w})")
+    links = counters.get(PORT_WAVELETS_KEY)
+    links_kind = "measured"
+    if links is None:
+        links, links_kind = predicted_link_wavelets(mapping, w16), "predicted"
+    links = np.asarray(links, dtype=np.int64)
+    if links.shape != (h, w, len(PORTS)):
+        raise ValueError(f"RTL counter {PORT_WAVELETS_KEY} has shape {links.shape}, "
+                         f"expected [H, W, 5] = ({h}, {w}, 5)")
+    scalars = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in counters.items()
+               if np.ndim(v) == 0}
+    total = counters.get("fmac_lane_ops")
+    total = int(total) if total is not None and np.ndim(total) == 0 else int(lane_ops.sum())
+    return {"cycles": cycles, "kind": "measured", "fmac_lane_ops": total,
+            "util": lane_ops / float(mapping.pe.lanes * max(cycles, 1)), "links": links,
+            "util_kind": util_kind, "links_kind": links_kind,
+            "details": {"source": "RTL counters (gpt_mapping.fabric_run)",
+                        "counters": scalars,
+                        "predicted_cycles": predict_gemm(mapping, w16)["cycles"]}}
+
+
+# --- the mapped pipeline ----------------------------------------------------------------------
+
+@dataclass
+class OpRecord:
+    """One operation of a run: what ran where, its FP16 output, cost and checks.
+
+    ``flops`` is the arithmetic performed (for a sparse GEMM: ``2 T nnz``), ``dense_flops``
+    that of the dense operation. ``bit_exact`` is ``None`` where there is nothing else to
+    compare with (a host op of the golden pipeline *is* the golden model); ``bit_exact_vs``
+    names the reference. ``max_abs_err`` / ``rel_err`` compare with the torch float32 block.
+    """
+    spec: OpSpec
+    out16: np.ndarray
+    flops: int
+    dense_flops: int
+    seconds: float
+    in16: np.ndarray = None
+    w16: np.ndarray = None
+    gemm: GemmRun = None
+    layer: dict = None
+    mapping: dict = None
+    residency: dict = None
+    bit_exact: bool = None
+    bit_exact_vs: str = ""
+    max_abs_err: float = None
+    rel_err: float = None
+    torch_gemm_check: dict = None
+
+    @property
+    def within_tolerance(self):
+        """``rel_err <= TORCH_REL_TOL`` (None before :func:`evaluate`)."""
+        if self.rel_err is None:
+            return None
+        return bool(self.rel_err <= TORCH_REL_TOL)
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    @property
+    def where(self):
+        return self.spec.where
+
+
+@dataclass
+class BlockRun:
+    """A whole block run: its operations in order, the input and the backend used."""
+    config: GPTConfig
+    fabric: tuple
+    backend: str
+    kind: str
+    sparsity: float
+    x16: np.ndarray
+    ops: list
+    seconds: float
+    lanes: int = 4
+    golden: "BlockRun" = None
+
+    @property
+    def out16(self):
+        """The block output, FP16 ``[batch, n_ctx, n_embd]``."""
+        return self.ops[-1].out16.reshape(self.config.batch, self.config.n_ctx,
+                                          self.config.n_embd)
+
+    def op(self, name):
+        """The :class:`OpRecord` called ``name``."""
+        for rec in self.ops:
+            if rec.name == name:
+                return rec
+        raise KeyError(f"no operation {name!r}; operations: {[o.name for o in self.ops]}")
+
+    @property
+    def gemms(self):
+        return [rec for rec in self.ops if rec.gemm is not None]
+
+
+def _host_flops(name, config):
+    """Conventional FLOP counts of the host operations (see docs/gpt.md)."""
+    t, c = config.tokens, config.n_embd
+    b, h, n, d = config.batch, config.n_head, config.n_ctx, config.head_dim
+    return {
+        "ln_1": 8 * t * c, "ln_2": 8 * t * c,
+        "attn.c_attn.bias": 3 * t * c, "attn.c_proj.bias": t * c,
+        "mlp.c_fc.bias": 4 * t * c, "mlp.c_proj.bias": t * c,
+        "attn.softmax": 2 * b * h * n * n * d + 5 * b * h * n * n,
+        "attn.av": 2 * b * h * n * n * d,
+        "residual_1": t * c, "residual_2": t * c,
+        "mlp.gelu": 8 * t * 4 * c,
+    }[name]
+
+
+def _residency(index):
+    """Where a GEMM's input comes from and its output goes, and whether the layout would let
+    the activations stay on the fabric (tokens on rows, features on columns)."""
+    before = OPERATIONS[index - 1]
+    after = OPERATIONS[index + 1] if index + 1 < len(OPERATIONS) else None
+    between, nxt = [], None
+    for later in OPERATIONS[index + 1:]:
+        if later.layout == "gemm":
+            nxt = later
+            break
+        between.append(later)
+    mixing = [op.name for op in between if op.layout == "mixes-tokens"]
+    on_host = [op.name for op in between if op.where == "host"]
+    if mixing:
+        allows = False
+        why = (f"no: {', '.join(mixing)} mix tokens across fabric rows, so the output "
+               f"cannot be the next GEMM's input in place")
+    elif nxt is None:
+        allows = True
+        why = ("yes: the block output has the input layout of the next block's attn.c_attn "
+               f"once {', '.join(on_host)} run on the fabric")
+    else:
+        allows = True
+        why = (f"yes: the output layout (tokens on rows, features on columns) is "
+               f"{nxt.name}'s input layout; it stays on the fabric once "
+               f"{', '.join(on_host)} run there")
+    stays = not on_host and allows
+    return {
+        "input": f"{'fabric' if before.where == 'fabric' else 'host'} "
+                 f"(produced by {before.name} on the {before.where})",
+        "output": f"{'stays on the fabric' if stays else 'read back to the host'} "
+                  f"(next: {after.name if after else 'block output'} on the "
+                  f"{after.where if after else 'host'})",
+        "stays_on_fabric": stays,
+        "layout_allows": allows,
+        "why": why,
+    }
+
+
+class _Progress:
+    """One tqdm bar per operation (on stderr), or nothing."""
+
+    def __init__(self, enabled, prefix=""):
+        self.enabled, self.prefix = enabled, prefix
+
+    def bar(self, spec, total, unit):
+        return tqdm(total=total, desc=f"{self.prefix}{spec.name:<17} {spec.where:<6}",
+                    unit=unit, leave=True, disable=not self.enabled, dynamic_ncols=True)
+
+
+def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, label=""):
+    """Run a :class:`MappedBlock` on FP16 input ``x16`` ``[batch, n_ctx, n_embd]``.
+
+    ``fabric`` is ``(width, height)``; ``backend`` a name or backend object
+    (:func:`select_backend`); ``pe`` an optional :class:`gpt_mapping.layout.PEConfig`.
+    Every GEMM is mapped (and validated) before anything runs. Returns a :class:`BlockRun`
+    without checks; :func:`evaluate` adds them.
+    """
+    from .layout import GemmMapping, PEConfig
+    cfg = mapped.config
+    backend = select_backend(backend)
+    if not isinstance(mapped, MappedBlock):
+        raise TypeError(f"run_block needs a MappedBlock (see map_block), not "
+                        f"{type(mapped).__name__}")
+    x16 = np.asarray(x16)
+    if x16.dtype != np.float16 or x16.shape != (cfg.batch, cfg.n_ctx, cfg.n_embd):
+        raise ValueError(f"block input must be float16 [{cfg.batch}, {cfg.n_ctx}, "
+                         f"{cfg.n_embd}], got {x16.dtype} {list(x16.shape)}")
+    width, height = fabric
+    mappings = {name: GemmMapping(tokens=cfg.tokens, features=layer.k, outputs=layer.n,
+                                  width=width, height=height, pe=pe or PEConfig())
+                for name, layer in mapped.linears.items()}
+    bars = _Progress(progress, label)
+    ops = []
+    start = time.perf_counter()
+
+    def host(name, total, compute):
+        spec = _SPECS[name]
+        t0 = time.perf_counter()
+        with bars.bar(spec, total, "query" if total > 1 else "op") as bar:
+            out = compute(bar.update)
+            bar.update(total - bar.n)
+        flops = _host_flops(name, cfg)
+        ops.append(OpRecord(spec, out, flops, flops, time.perf_counter() - t0))
+        return out
+
+    def gemm(name, a16):
+        spec, layer, mapping = _SPECS[name], mapped.linears[name], mappings[name]
+        t0 = time.perf_counter()
+        with bars.bar(spec, cfg.tokens, "token") as bar:
+            run = backend.run(mapping, a16, layer.w16, bar)
+            if bar.total is not None:
+                bar.update(bar.total - bar.n)
+        y16 = np.asarray(run.y16, dtype=np.float16)
+        if y16.shape != (cfg.tokens, layer.n):
+            raise RuntimeError(f"backend {backend.name} returned {name} output of shape "
+                               f"{list(y16.shape)}, expected [{cfg.tokens}, {layer.n}]")
+        run.y16 = y16
+        nnz = layer.nnz
+        info = {"K": layer.k, "N": layer.n, "nnz": nnz, "density": nnz / (layer.k * layer.n)}
+        ops.append(OpRecord(spec, y16, 2 * cfg.tokens * nnz, 2 * cfg.tokens * layer.k * layer.n,
+                            time.perf_counter() - t0, in16=a16, w16=layer.w16, gemm=run,
+                            layer=info,
+                            mapping=mapping.summary(),
+                            residency=_residency(OPERATIONS.index(spec))))
+        return y16
+
+    lin = mapped.linears
+    t, c = cfg.tokens, cfg.n_embd
+    x = x16.reshape(t, c)
+    h = host("ln_1", 1, lambda tick: layer_norm16(x, *mapped.ln_1, cfg.ln_eps))
+    qkv = gemm("attn.c_attn", h)
+    qkv = host("attn.c_attn.bias", 1, lambda tick: add_bias16(qkv, lin["attn.c_attn"].bias))
+    probs = host("attn.softmax", cfg.n_ctx,
+                 lambda tick: attention_probs16(qkv, cfg, tick=tick))
+    att = host("attn.av", cfg.n_ctx,
+               lambda tick: attention_values16(probs, qkv, cfg, tick=tick))
+    proj = gemm("attn.c_proj", att)
+    proj = host("attn.c_proj.bias", 1, lambda tick: add_bias16(proj, lin["attn.c_proj"].bias))
+    x1 = host("residual_1", 1, lambda tick: residual16(x, proj))
+    h2 = host("ln_2", 1, lambda tick: layer_norm16(x1, *mapped.ln_2, cfg.ln_eps))
+    up = gemm("mlp.c_fc", h2)
+    up = host("mlp.c_fc.bias", 1, lambda tick: add_bias16(up, lin["mlp.c_fc"].bias))
+    g = host("mlp.gelu", 1, lambda tick: gelu16(up, cfg.gelu))
+    down = gemm("mlp.c_proj", g)
+    down = host("mlp.c_proj.bias", 1, lambda tick: add_bias16(down, lin["mlp.c_proj"].bias))
+    host("residual_2", 1, lambda tick: residual16(x1, down))
+    return BlockRun(cfg, (width, height), backend.name, backend.kind, mapped.sparsity, x16,
+                    ops, time.perf_counter() - start, lanes=(pe or PEConfig()).lanes)
+
+
+def torch_trace(mapped, x16):
+    """Every intermediate of the torch float32 block (same pruned weights, same FP16 input),
+    as float32 numpy arrays shaped like the pipeline's (``[T, features]``; softmax
+    ``[B, H, n, n]``)."""
+    cfg = mapped.config
+    trace = {}
+    with torch.no_grad():
+        mapped.torch_block()(torch.from_numpy(f16_values(x16)), trace)
+    out = {}
+    for name, value in trace.items():
+        value = value.numpy()
+        out[name] = value if name == "attn.softmax" else value.reshape(cfg.tokens, -1)
+    return out
+
+
+def _errors(out16, ref):
+    """Max |pipeline - torch| and that divided by max |torch| (NaN when non-finite)."""
+    a = f16_values(out16).reshape(ref.shape).astype(np.float64)
+    r = ref.astype(np.float64)
+    with np.errstate(all="ignore"):
+        diff = np.abs(a - r)
+        if not (np.isfinite(a).all() and np.isfinite(r).all()):
+            return math.nan, math.nan
+        max_abs = float(diff.max()) if diff.size else 0.0
+        scale = float(np.abs(r).max()) if r.size else 0.0
+    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf))
+
+
+def evaluate(run, trace=None, golden=None, check_limit=CHECK_LIMIT, mapped=None):
+    """Fill in each operation's checks: bit-exactness and error against torch.
+
+    Against ``golden`` (the golden pipeline on the same weights and input) when given: every
+    operation's FP16 output must match bit for bit. Without it (a golden run), fabric GEMMs
+    up to ``check_limit`` multiply-adds are re-computed by :func:`spec_gemm_loop`; host
+    operations are the golden model itself (``bit_exact`` None). ``trace`` is
+    :func:`torch_trace`'s output (computed from ``mapped`` when omitted and given). Every
+    GEMM is also compared alone with torch ``X @ W`` within :func:`golden.gemm.error_bound`.
+    """
+    if trace is None and mapped is not None:
+        trace = torch_trace(mapped, run.x16)
+    run.golden = golden
+    for rec in run.ops:
+        if golden is not None:
+            ref = golden.op(rec.name)
+            rec.bit_exact = bool(np.array_equal(bits(rec.out16), bits(ref.out16)))
+            rec.bit_exact_vs = "golden pipeline"
+        elif rec.gemm is not None:
+            t, k = rec.in16.shape
+            if t * k * rec.layer["N"] <= check_limit:
+                ref16 = spec_gemm_loop(rec.in16, rec.w16, run.fabric[0])
+                rec.bit_exact = bool(np.array_equal(bits(rec.out16), bits(ref16)))
+                rec.bit_exact_vs = "SPEC 7 loop reference"
+            else:
+                rec.bit_exact_vs = "not re-checked (too large for the loop reference)"
+        else:
+            rec.bit_exact_vs = "is the golden model"
+        if trace is not None:
+            rec.max_abs_err, rec.rel_err = _errors(rec.out16, trace[rec.name])
+        if rec.gemm is not None:
+            rec.torch_gemm_check = compare_to_torch(rec.out16, rec.in16, rec.w16,
+                                                    run.fabric[0]).as_dict()
+    return run
+
+
+def run_gpt(block, x, fabric, backend="auto", sparsity=0.0, progress=False, pe=None,
+            check_limit=CHECK_LIMIT):
+    """Map ``block`` (pruned to ``sparsity``), run it on input ``x`` (float16/float32
+    ``[batch, n_ctx, n_embd]``) and check it: the one-call API of the CLI and the demo.
+
+    With the RTL backend the golden pipeline runs too and every operation is compared bit
+    for bit; every run is compared with the torch float32 block on the same pruned weights.
+    Returns ``(run, mapped)``.
+    """
+    mapped = map_block(block, sparsity)
+    x16 = to_f16(x)
+    backend = select_backend(backend)
+    run = run_block(mapped, x16, fabric, backend, progress, pe)
+    golden = None
+    if backend.name != "golden":
+        golden = run_block(mapped, x16, fabric, GoldenBackend(), progress, pe, label="golden ")
+    evaluate(run, torch_trace(mapped, x16), golden, check_limit, mapped)
+    return run, mapped

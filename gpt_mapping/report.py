@@ -1,0 +1,265 @@
+"""The report of a mapped GPT block run: one row per operation, totals, sparse speed-up.
+
+:func:`build_report` turns a checked :class:`gpt_mapping.gpt.BlockRun` into a JSON-ready
+dict; :func:`format_report` renders the same content as a text table. Every operation says
+where it ran (fabric or host); fabric cycles, utilization and link counts say whether they
+were measured (RTL counters) or predicted (perf model); bit-exactness names its reference.
+"""
+
+import json
+import math
+
+import numpy as np
+
+from .gpt import TORCH_REL_TOL
+
+__all__ = ["build_report", "format_report", "write_report", "speedup"]
+
+PRECISION = {
+    "activations": "FP16 between every two operations (RNE); block input rounded once",
+    "weights": "linear weights pruned (if sparse), then FP16 (RNE); W = weight.T",
+    "fabric_gemm": "FP32 accumulation in SPEC 7 order, one rounding to FP16 per output",
+    "host_ops": "float32 numpy in a fixed order (sums in index order, no fused multiply-add), "
+                "one rounding to FP16 per operation; exp in float64 rounded to float32; GELU "
+                "the float64 formula rounded once to FP16 (table); residual = FP16 add "
+                "(SPEC 6)",
+    "biases_and_layernorm": "float32 parameters, applied on the host",
+    "torch_reference": "torch float32 block with the same (pruned) weights on the same FP16 "
+                       "input; errors accumulate along the pipeline",
+}
+
+
+def _num(value):
+    """JSON-safe float (NaN/inf as strings)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def _op_row(rec, lanes_pes):
+    row = {
+        "name": rec.name,
+        "where": rec.where,
+        "what": rec.spec.what,
+        "shape": list(rec.out16.shape),
+        "flops": int(rec.flops),
+        "dense_flops": int(rec.dense_flops),
+        "fabric_cycles": None,
+        "cycles_kind": None,
+        "fmac_utilization": None,
+        "bit_exact": rec.bit_exact,
+        "bit_exact_vs": rec.bit_exact_vs,
+        "max_abs_err_vs_torch": _num(rec.max_abs_err),
+        "rel_err_vs_torch": _num(rec.rel_err),
+        "within_tolerance": rec.within_tolerance,
+        "wall_seconds": round(rec.seconds, 6),
+    }
+    if rec.gemm is not None:
+        g = rec.gemm
+        row.update({
+            "fabric_cycles": int(g.cycles),
+            "cycles_kind": g.kind,
+            "fmac_utilization": _num(g.fmac_lane_ops / (lanes_pes * g.cycles) if g.cycles else 0),
+            "gemm": {
+                **rec.layer,
+                "input_shape": list(rec.in16.shape),
+                "fmac_lane_ops": int(g.fmac_lane_ops),
+                "wavelets_per_port": dict(zip(("N", "E", "S", "W", "RAMP"),
+                                              (int(v) for v in g.links.sum(axis=(0, 1))))),
+                "util_min_max": [_num(g.util.min()), _num(g.util.max())],
+                "util_kind": g.util_kind,
+                "links_kind": g.links_kind,
+                "torch_gemm_check": rec.torch_gemm_check,
+                "mapping": rec.mapping,
+                "residency": rec.residency,
+                "backend_details": g.details,
+            },
+        })
+    return row
+
+
+def speedup(dense_cycles, sparse_cycles):
+    """Dense over sparse fabric cycles (None when either is missing or zero)."""
+    if not dense_cycles or not sparse_cycles:
+        return None
+    return dense_cycles / sparse_cycles
+
+
+def build_report(run, dense=None, plots=()):
+    """The JSON-ready report of a checked run.
+
+    ``dense`` gives the sparse speed-up of a sparse run: either the dense :class:`BlockRun`
+    (both cycle counts of the same kind) or ``{gemm name: predicted cycles}`` of the dense
+    weights (:func:`gpt_mapping.gpt.predict_block_cycles`). ``plots`` lists the picture files.
+    """
+    cfg = run.config
+    width, height = run.fabric
+    gemms = run.gemms
+    lanes_pes = run.lanes * width * height
+    rows = [_op_row(rec, lanes_pes) for rec in run.ops]
+    cycles = sum(rec.gemm.cycles for rec in gemms)
+    lane_ops = sum(rec.gemm.fmac_lane_ops for rec in gemms)
+    exact = [rec.bit_exact for rec in run.ops if rec.bit_exact is not None]
+    out = run.ops[-1]
+    report = {
+        "config": cfg.as_dict(),
+        "tokens": cfg.tokens,
+        "fabric": {"width": width, "height": height, "pes": width * height},
+        "backend": run.backend,
+        "cycles_kind": run.kind,
+        "sparsity": run.sparsity,
+        "precision": PRECISION,
+        "where": {
+            "fabric": [rec.name for rec in run.ops if rec.where == "fabric"],
+            "host": [rec.name for rec in run.ops if rec.where == "host"],
+        },
+        "operations": rows,
+        "totals": {
+            "flops": int(sum(rec.flops for rec in run.ops)),
+            "fabric_flops": int(sum(rec.flops for rec in gemms)),
+            "host_flops": int(sum(rec.flops for rec in run.ops if rec.gemm is None)),
+            "fabric_cycles": int(cycles),
+            "cycles_kind": run.kind,
+            "fabric_fmac_utilization": _num(lane_ops / (lanes_pes * cycles) if cycles else 0),
+            "bit_exact_checked": len(exact),
+            "bit_exact_all": all(exact) if exact else None,
+            "bit_exact_vs": sorted({rec.bit_exact_vs for rec in run.ops if rec.bit_exact_vs}),
+            "gemms_within_torch_bound": all(rec.torch_gemm_check["ok"] for rec in gemms)
+            if all(rec.torch_gemm_check for rec in gemms) else None,
+            "torch_rel_tolerance": TORCH_REL_TOL,
+            "all_within_tolerance": all(rec.within_tolerance for rec in run.ops)
+            if all(rec.within_tolerance is not None for rec in run.ops) else None,
+            "output_max_abs_err_vs_torch": _num(out.max_abs_err),
+            "output_rel_err_vs_torch": _num(out.rel_err),
+            "activations_stay_on_fabric": [rec.name for rec in gemms
+                                           if rec.residency["stays_on_fabric"]],
+            "wall_seconds": round(run.seconds, 4),
+        },
+        "sparse_speedup": None,
+        "plots": [str(p) for p in plots],
+    }
+    if dense is not None:
+        if hasattr(dense, "gemms"):
+            per_gemm = {rec.name: rec.gemm.cycles for rec in dense.gemms}
+            dense_kind = dense.kind
+        else:
+            per_gemm, dense_kind = dict(dense), "predicted"
+        dense_total = sum(per_gemm.values())
+        report["sparse_speedup"] = {
+            "dense_fabric_cycles": int(dense_total),
+            "dense_cycles_kind": dense_kind,
+            "sparse_fabric_cycles": int(cycles),
+            "sparse_cycles_kind": run.kind,
+            "speedup": _num(speedup(dense_total, cycles)),
+            "per_gemm": {rec.name: _num(speedup(per_gemm.get(rec.name), rec.gemm.cycles))
+                         for rec in gemms},
+            "note": "fabric GEMM cycles only; host operations are not timed in cycles",
+        }
+    return report
+
+
+def _fmt_count(value):
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return str(int(value))
+
+
+def _fmt_err(value):
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:.2e}"
+
+
+def format_report(report):
+    """The report as a text table a person reads in a terminal."""
+    cfg, fab = report["config"], report["fabric"]
+    lines = [
+        f"GPT block n_embd={cfg['n_embd']} n_head={cfg['n_head']} n_ctx={cfg['n_ctx']} "
+        f"batch={cfg['batch']} (T={report['tokens']} tokens), GELU {cfg['gelu']}, "
+        f"sparsity {report['sparsity']:.0%}",
+        f"fabric {fab['width']} x {fab['height']} PEs, backend {report['backend']} "
+        f"(fabric cycles {report['cycles_kind']})",
+        "",
+    ]
+    header = (f"{'operation':<18} {'where':<6} {'shape':<16} {'FLOPs':>7} {'cycles':>12} "
+              f"{'util':>6} {'bit-exact':<10} {'max|err|':>9} {'rel err':>9}")
+    lines += [header, "-" * len(header)]
+    for row in report["operations"]:
+        cycles = "-"
+        if row["fabric_cycles"] is not None:
+            cycles = f"{row['fabric_cycles']:,}{'p' if row['cycles_kind'] == 'predicted' else 'm'}"
+        util = "-" if row["fmac_utilization"] is None else f"{row['fmac_utilization']:.1%}"
+        exact = {True: "yes", False: "NO", None: "ref"}[row["bit_exact"]]
+        if row["bit_exact"] is None and row["where"] == "fabric":
+            exact = "unchecked"
+        shape = "x".join(str(s) for s in row["shape"])
+        lines.append(f"{row['name']:<18} {row['where']:<6} {shape:<16} "
+                     f"{_fmt_count(row['flops']):>7} {cycles:>12} {util:>6} {exact:<10} "
+                     f"{_fmt_err(row['max_abs_err_vs_torch']):>9} "
+                     f"{_fmt_err(row['rel_err_vs_torch']):>9}")
+    tot = report["totals"]
+    util = tot["fabric_fmac_utilization"]
+    util = f"{util:.1%}" if isinstance(util, float) else str(util)
+    kind = "p" if tot["cycles_kind"] == "predicted" else "m"
+    lines += [
+        "-" * len(header),
+        f"{'total':<18} {'':<6} {'':<16} {_fmt_count(tot['flops']):>7} "
+        f"{tot['fabric_cycles']:>11,}{kind} {util:>6}",
+        "",
+        f"cycles: p = predicted by the perf model, m = measured on the RTL. "
+        f"bit-exact vs: {'; '.join(tot['bit_exact_vs'])} (ref = the host op is the golden "
+        f"model itself).",
+        f"on the fabric: {', '.join(report['where']['fabric'])}",
+        f"on the host (golden model, numpy): {', '.join(report['where']['host'])}",
+        f"biases and LayerNorm parameters: float32, applied on the host",
+    ]
+    stay = tot["activations_stay_on_fabric"]
+    lines.append("activations between GEMMs: " + (
+        f"stay on the fabric for {', '.join(stay)}" if stay else
+        "read back to the host after every GEMM (every GEMM is followed by a host op); the "
+        "layout keeps mlp.c_fc -> mlp.c_proj in place once GELU and the bias run on the fabric"))
+    verdict = {True: "pass", False: "FAIL", None: "none made"}
+    lines.append(f"block output vs torch float32: max |err| "
+                 f"{_fmt_err(tot['output_max_abs_err_vs_torch'])}, relative "
+                 f"{_fmt_err(tot['output_rel_err_vs_torch'])} (rel err = max|err| / max|torch|"
+                 f"; tolerance {tot['torch_rel_tolerance']:g} for every operation: "
+                 f"{verdict[tot['all_within_tolerance']]}); GEMMs alone within the golden.gemm "
+                 f"error bound: {verdict[tot['gemms_within_torch_bound']]}; bit-exact checks: "
+                 f"{verdict[tot['bit_exact_all']]}")
+    sp = report.get("sparse_speedup")
+    if sp:
+        lines.append(f"sparse speed-up (fabric cycles): {sp['speedup']:.2f}x = dense "
+                     f"{sp['dense_fabric_cycles']:,} ({sp['dense_cycles_kind']}) / sparse "
+                     f"{sp['sparse_fabric_cycles']:,} ({sp['sparse_cycles_kind']})")
+    if report["plots"]:
+        lines.append(f"plots: {len(report['plots'])} PNG files in "
+                     f"{_common_dir(report['plots'])}")
+    return "\n".join(lines)
+
+
+def _common_dir(paths):
+    import os
+    return os.path.dirname(os.path.commonprefix([str(p) for p in paths])) or "."
+
+
+def write_report(report, path):
+    """Write the report as JSON (indent 2)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return _num(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to the JSON report")
