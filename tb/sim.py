@@ -171,9 +171,10 @@ def _verilate(toplevel, source, build_dir, log, extra_args, public):
     _store_runtime(runtime, build_dir)
 
 
-#: Objects of Verilator's and cocotb's runtime: the same in every build of one tool chain.
-_RUNTIME_OBJECTS = ("verilated", "verilated_vpi", "verilated_dpi", "verilated_threads",
-                    "verilator")
+#: Objects of Verilator's runtime: the same in every build of one tool chain. (cocotb's
+#: verilator.o is not one of them: it includes the model's Vtop.h, whose class layout
+#: differs between models; a copied one crashes a model with other ports.)
+_RUNTIME_OBJECTS = ("verilated", "verilated_vpi", "verilated_dpi", "verilated_threads")
 
 
 def _runtime_cache():
