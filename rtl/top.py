@@ -28,8 +28,17 @@ def _fp_blocks():
     }
 
 
+def _fabric_blocks():
+    from rtl.router import Router
+    # The router is converted once as module "router"; meshes and the fabric place it by
+    # name (rtl/mesh.py), so no mesh-sized file is written here.
+    return {
+        "router": lambda: Router(),
+    }
+
+
 #: name -> function returning {module name: component factory}; extended as blocks land.
-BLOCKS = [_fp_blocks]
+BLOCKS = [_fp_blocks, _fabric_blocks]
 
 
 def export_all(out_dir):
