@@ -45,6 +45,9 @@ WaveletFields = namedtuple("WaveletFields", list(FIELDS))
 
 def _check_field(name, value):
     width = FIELDS[name][1]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"wavelet field {name} must be an integer, not {value!r}")
+    value = int(value)
     if not 0 <= value < (1 << width):
         raise ValueError(f"wavelet field {name}={value} does not fit in {width} bits")
 
@@ -57,14 +60,15 @@ def pack(data=0, index=0, ctrl=0, color=0):
     """
     word = 0
     for name, value in (("data", data), ("index", index), ("ctrl", ctrl), ("color", color)):
-        value = int(value)
         _check_field(name, value)
-        word |= value << FIELDS[name][0]
+        word |= int(value) << FIELDS[name][0]
     return word
 
 
 def unpack(word):
     """Split a 32-bit wavelet word into its fields (a :class:`WaveletFields`)."""
+    if isinstance(word, bool) or not isinstance(word, (int, np.integer)):
+        raise TypeError(f"wavelet word must be an integer, not {word!r}")
     word = int(word)
     if not 0 <= word < (1 << WAVELET_BITS):
         raise ValueError(f"wavelet word {word:#x} does not fit in {WAVELET_BITS} bits")
@@ -78,7 +82,11 @@ def pack_array(data=0, index=0, ctrl=0, color=0):
     Raises ``ValueError`` naming the field when any element does not fit.
     """
     args = {"data": data, "index": index, "ctrl": ctrl, "color": color}
-    arrays = np.broadcast_arrays(*(np.asarray(v) for v in args.values()))
+    try:
+        arrays = np.broadcast_arrays(*(np.asarray(v) for v in args.values()))
+    except ValueError:
+        shapes = ", ".join(f"{k} {np.shape(v)}" for k, v in args.items())
+        raise ValueError(f"wavelet fields do not broadcast together: {shapes}") from None
     word = np.zeros(arrays[0].shape, dtype=np.uint32)
     for (name, _), value in zip(args.items(), arrays):
         if value.dtype.kind not in "iub":
@@ -98,6 +106,9 @@ def unpack_array(words):
     words = np.asarray(words)
     if words.dtype.kind not in "iu":
         raise TypeError(f"wavelet words must be integers, got {words.dtype}")
+    if words.size and (words.min() < 0 or int(words.max()) >= (1 << WAVELET_BITS)):
+        bad = words[(words < 0) | (words >= (1 << WAVELET_BITS))].flat[0]
+        raise ValueError(f"wavelet word {int(bad):#x} does not fit in {WAVELET_BITS} bits")
     words = words.astype(np.uint32)
     return WaveletFields(**{name: (words >> np.uint32(off)) & np.uint32((1 << width) - 1)
                             for name, (off, width) in FIELDS.items()})

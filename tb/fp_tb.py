@@ -55,14 +55,32 @@ def _specials(width):
 
 
 def _boundary(width):
-    """Operands near overflow, near the subnormal/normal boundary and around 1."""
+    """Operands that put results at the edges: overflow, the subnormal/normal boundary, ties.
+
+    Crossed with each other and with the specials they give, among others: the overflow tie
+    (FP16 65504 + 16 = 65520, FP32 max + 2**103), results just below overflow (max times
+    1 - ulp), products and sums at and just below the smallest normal, and FP32 inputs that
+    convert to FP16 exactly at, just below and just above a rounding tie at overflow, at the
+    subnormal/normal boundary and at half the smallest subnormal.
+    """
     if width == 16:
         vals = [0x7BFF, 0x7BFE, 0x7800, 0x0400, 0x0401, 0x03FF, 0x0200, 0x0001, 0x0002,
-                0x3C00, 0x3C01, 0x3BFF, 0x3800, 0x4000, 0x1400, 0x1000, 0x0C00, 0x3555]
+                0x3C00, 0x3C01, 0x3BFF, 0x3800, 0x4000, 0x1400, 0x1000, 0x0C00, 0x3555,
+                0x4C00, 0x4BFF, 0x4C01,          # 16 -/+: 65504 + 16 is the overflow tie
+                0x5BFF, 0x5C00, 0x5C01,          # ~256: products at 65504 and beyond
+                0x1C00, 0x2000, 0x1FFF]          # ~2**-8: products at the normal boundary
     else:
         vals = [0x7F7FFFFF, 0x7F7FFFFE, 0x7F000000, 0x00800000, 0x00800001, 0x007FFFFF,
                 0x00400000, 0x00000001, 0x00000002, 0x3F800000, 0x3F800001, 0x3F7FFFFF,
-                0x3F000000, 0x40000000, 0x33800000, 0x34000000, 0x0C800000, 0x3EAAAAAB]
+                0x3F000000, 0x40000000, 0x33800000, 0x34000000, 0x0C800000, 0x3EAAAAAB,
+                0x73000000, 0x72FFFFFF, 0x73000001,   # 2**103: max + it is the overflow tie
+                0x5F800000, 0x5F7FFFFF, 0x5F800001,   # 2**64: products at max and beyond
+                0x20000000, 0x1FFFFFFF,               # 2**-63: products at min normal
+                # FP32 -> FP16 edges: 65504, just below/at/above the 65520 tie, the largest
+                # subnormal, the subnormal/normal tie, half the smallest subnormal (tie to
+                # 0), 1.5 x the smallest subnormal (tie to even), the smallest normal
+                0x477FE000, 0x477FEFFF, 0x477FF000, 0x477FF001, 0x387FC000, 0x387FE000,
+                0x387FDFFF, 0x33000000, 0x33000001, 0x33C00000, 0x38800000, 0x387FFFFF]
     vals = np.asarray(vals, dtype=_DTYPE[width])
     return np.concatenate([vals, vals | _DTYPE[width](1 << (width - 1))])
 
@@ -103,13 +121,18 @@ def _cancelling_addend(rng, a, b, width_ab, width_c):
     return np.clip(c, 0, (1 << width_c) - 1).astype(_DTYPE[width_c])
 
 
-def make_vectors(unit, op, count, seed):
-    """(a, b, c) operand arrays for a case: special cross, boundary cross, random."""
+def make_vectors(unit, op, count, seed, cross=True):
+    """(a, b, c) operand arrays for a case: special cross, boundary cross, random.
+
+    With ``cross=False`` only the ``count`` random operands (the back-pressure runs).
+    """
     widths, _ = CASES[unit][op]
     rng = np.random.default_rng(seed)
     used = [w for w in widths if w is not None]
     # full cross of the special classes (+ boundary values) over the used operands
     sets = [np.concatenate([_specials(w), _boundary(w)]) for w in used]
+    if not cross:
+        sets = [s[:0] for s in sets]
     grids = np.meshgrid(*sets, indexing="ij")
     cross = [g.ravel() for g in grids]
     # random operands; a third of the addends cancel the product
@@ -130,7 +153,7 @@ def make_vectors(unit, op, count, seed):
         # c is ignored by MUL/ADD/SUB: feed random bits to prove it
         cw = 32 if unit in ("fma_mixed", "fma_fp32") else 16
         full[2] = rng.integers(0, 1 << cw, n, dtype=np.uint64).astype(_DTYPE[cw])
-    if unit == "f16_to_f32":
+    if unit == "f16_to_f32" and n > count:
         full[0] = np.arange(1 << 16, dtype=np.uint16)   # exhaustive
     return full
 
@@ -205,7 +228,7 @@ def check(unit, op, operands, got, want, limit=10):
 # --- driving ---------------------------------------------------------------------------------
 
 async def _reset(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
@@ -288,7 +311,7 @@ async def fp_backpressure(dut):
     import random
     p = params()
     unit, op = p["unit"], p["op"]
-    operands = make_vectors(unit, op, p["count"], p["seed"])
+    operands = make_vectors(unit, op, p["count"], p["seed"], cross=False)
     want = expected(unit, op, *operands)
     payloads, n = pack_inputs(unit, op, operands)
     await _reset(dut)

@@ -271,10 +271,11 @@ def run(sim, test_module, *, testcase=None, tb_params=None, seed=None, timeout=N
                       hdl_toplevel_lang="verilog",
                       build_dir=sim.build_dir, test_dir=run_dir, results_xml=str(results),
                       extra_env=env, seed=seed, log_file=log, testcase=testcase)
+        failure = ""
         try:
             _run_with_timeout(runner, kwargs, timeout)
-        except SystemExit:
-            pass
+        except (SystemExit, RuntimeError) as exc:  # the simulator failed or was killed
+            failure = f" ({exc})"
     finally:
         if saved is not None:
             os.environ["PYTEST_CURRENT_TEST"] = saved
@@ -282,7 +283,8 @@ def run(sim, test_module, *, testcase=None, tb_params=None, seed=None, timeout=N
         if log.exists() else "(no log)"
     if not results.exists():
         raise AssertionError(f"cocotb module {test_module} on {sim.toplevel} produced no "
-                             f"results (simulator crashed or timed out); log {log}:\n"
+                             f"results: the simulator crashed or exceeded its {timeout} s "
+                             f"limit{failure}; log {log}:\n"
                              f"{log_tail}")
     total, failed = _failures(results)
     if total == 0:
@@ -304,15 +306,29 @@ def _run_with_timeout(runner, kwargs, timeout):
 
     def watchdog():
         if not done.wait(timeout):
-            # Kill the simulator: the results file will be missing and run() reports it.
-            subprocess.run(["pkill", "-f", str(kwargs["build_dir"] / kwargs["hdl_toplevel"])],
-                           check=False)
+            # Kill this run's simulator only (its working folder is this run's own): the
+            # results file will be missing and run() reports it.
+            _kill_processes_in(Path(kwargs["test_dir"]))
     thread = threading.Thread(target=watchdog, daemon=True)
     thread.start()
     try:
         runner.test(**kwargs)
     finally:
         done.set()
+
+
+def _kill_processes_in(folder):
+    """Kill the processes whose working directory is ``folder``."""
+    import signal
+    folder = folder.resolve()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(proc / "cwd")) == folder:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 def params():

@@ -36,9 +36,7 @@ def test_fp_unit_bit_exact(unit, op):
             tb_params={"unit": unit, "op": op, "count": count, "seed": seed}, timeout=900)
 
 
-@pytest.mark.parametrize("unit,op", [("fma_mixed", "FMA"), ("fma_fp32", "ADD"),
-                                     ("fma_fp16", "FMA"), ("f32_to_f16", "CVT"),
-                                     ("max_fp32", "MAX")])
+@pytest.mark.parametrize("unit,op", CASE_IDS, ids=[f"{u}-{op}" for u, op in CASE_IDS])
 def test_fp_unit_backpressure(unit, op):
     sim.run(fp_build(unit), "tb.fp_tb", testcase="fp_backpressure", name=f"fp_bp_{unit}_{op}",
             tb_params={"unit": unit, "op": op, "count": 2000, "seed": 7}, timeout=600)

@@ -67,6 +67,27 @@ def test_pack_array_rejects_float_fields():
         pack_array(data=np.array([1.5]))
 
 
+@pytest.mark.parametrize("field", ["data", "index", "ctrl", "color"])
+def test_pack_rejects_non_integers(field):
+    with pytest.raises(TypeError, match=field):
+        pack(**{field: 1.9})
+
+
+def test_unpack_rejects_words_that_do_not_fit():
+    with pytest.raises(ValueError, match="-0x1"):
+        unpack_array(np.array([5, -1]))
+    with pytest.raises(ValueError, match="0x10000000000"):
+        unpack_array(np.array([1 << 40]))
+    with pytest.raises(TypeError, match="integer"):
+        unpack(1.0)
+
+
+def test_pack_array_names_fields_that_do_not_broadcast():
+    with pytest.raises(ValueError, match=r"data \(3,\).*index \(2,\)"):
+        pack_array(data=np.arange(3), index=np.arange(2))
+
+
+@pytest.mark.rtl
 def test_verilog_view_matches_packers():
     verilog = to_verilog(WaveletProbe(), "wavelet_probe")
     built = sim.build("wavelet_probe", verilog)
