@@ -1,0 +1,438 @@
+"""The processing element's configuration contract: register map, DSR and launch encodings.
+
+Everything the host, the mapper, the benches and (later) the control core need to configure
+a PE is defined here, once: the hardware views these layouts as ``data.Struct`` values, and
+the Python encoders below read field offsets and widths from the same layouts, so software
+and RTL cannot disagree about where a field lives.
+
+Configuration address space of one PE (word addresses on its ``cfg`` port, 18 bits)
+-----------------------------------------------------------------------------------
+``0x00000 .. sram_words-1``  the SRAM, one 32-bit word per address (FP16 element ``h`` of
+the PE lives in word ``h >> 1``, low half first).
+
+``PE_REGS_BASE = 0x20000`` + offset: the registers, see :class:`Reg` and the ``*_BASE``
+constants (task bindings, task table, launch entries, DSRs, accumulator cache, counters).
+
+The tile forwards ``TileRegion.PE_SRAM + x`` to PE address ``x`` and
+``TileRegion.PE_REGS + x`` to PE address ``PE_REGS_BASE + x``.
+"""
+
+import enum as py_enum
+import math
+
+from amaranth import Shape, signed, unsigned
+from amaranth.lib import data, enum
+
+from rtl.wavelet import NUM_COLORS
+
+__all__ = [
+    "CFG_BITS", "PE_REGS_BASE", "Reg", "Counter", "ErrorCode", "Kind", "DType", "TensorOp",
+    "DSR", "Dim", "LaunchEntry", "LaunchRequest", "ColorBind", "HostTrigger", "Status",
+    "DSR_WORDS", "DSR_NONE", "DSR_WAVELET", "ENTRY_WORDS", "MAX_TASKS", "MAX_ENTRIES",
+    "MAX_DSRS", "LEN_BITS", "BIND_BASE", "TASK_BASE", "ENTRY_BASE", "DSR_BASE", "ACC_BASE",
+    "COUNTER_BASE", "dsr_addr", "entry_addr", "task_addr", "bind_addr", "acc_addr",
+    "counter_addr", "reg_addr", "encode_dsr", "encode_entry", "encode_bind",
+    "encode_trigger", "encode_fields", "decode_fields", "decode_error", "layout_fields",
+]
+
+#: Address width of the PE's configuration port.
+CFG_BITS = 18
+#: PE address of the register region (bit 17 set).
+PE_REGS_BASE = 0x20000
+
+#: Architectural limits of the encodings (the parameters of a PE may be smaller).
+MAX_TASKS = 32      # 5-bit task ids
+MAX_ENTRIES = 64    # 6-bit launch-entry ids
+MAX_DSRS = 62       # 6-bit DSR ids; 62 and 63 are pseudo operands
+LEN_BITS = 12       # length of one tensor dimension: 1 .. 4095
+
+#: Pseudo DSR id: operand not used.
+DSR_NONE = 62
+#: Pseudo DSR id: the triggering wavelet's ``data`` field as an FP16 scalar.
+DSR_WAVELET = 63
+
+
+class Kind(enum.Enum, shape=3):
+    """What a data-structure register describes."""
+    NONE = 0     #: unused / invalid
+    MEM = 1      #: SRAM tensor, 1D..4D, FP16 or FP32, base in FP16 (halfword) units
+    ACC = 2      #: accumulator-cache tensor, FP32, base in FP32-word units
+    FIN = 3      #: fabric input stream: a color
+    FOUT = 4     #: fabric output stream: a color, a length, the control flag
+    NULL = 5     #: destination that discards (drains a stream), with a length
+    FIFO = 6     #: circular buffer in SRAM with a read position and an occupancy
+    SCALAR = 7   #: a constant (a scalar register), FP16 or FP32
+
+
+class DType(enum.Enum, shape=1):
+    """Element type of a tensor operand."""
+    FP16 = 0
+    FP32 = 1
+
+
+class TensorOp(enum.Enum, shape=4):
+    """Tensor operations. Arithmetic is IEEE binary32 on exactly widened operands and the
+    result is rounded once to the destination type (see ``docs/pe.md``)."""
+    FMOV = 0   #: dst = a (a conversion when the types differ; a bit copy when they agree)
+    FADD = 1   #: dst = a + b
+    FSUB = 2   #: dst = a - b
+    FMUL = 3   #: dst = a * b
+    FMAC = 4   #: dst = a + b * s (AXPY form, fused, one rounding)
+    FMAX = 5   #: dst = max(a, b)
+    FNEG = 6   #: dst = -a
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """Codes of the sticky error register; the launch concerned is dropped (no write)."""
+    NONE = 0
+    OUT_OF_BOUNDS = 1    #: a tensor reaches outside the SRAM or the accumulator cache
+    ZERO_LENGTH = 2      #: a dimension (or FIFO size) of zero
+    MISALIGNED = 3       #: an FP32 SRAM tensor on an odd FP16 address
+    BAD_COLOR = 4        #: binding or stream on a color >= num_colors, or such a wavelet in
+    BAD_TASK = 5         #: a command dispatches to a task id >= num_tasks
+    BAD_OPERAND = 6      #: operand kind not allowed in its role, unknown DSR id, ...
+    FIFO_OVERFLOW = 7    #: a push of more elements than the FIFO has room for
+    FIFO_UNDERFLOW = 8   #: a pop of more elements than the FIFO holds
+    TRIGGER_OVERRUN = 9  #: a host trigger written while the previous one is pending
+
+
+class Reg(py_enum.IntEnum):
+    """Offsets of the control registers inside the register region."""
+    ID = 0x000           #: read-only: parameters (see docs/pe.md)
+    STATUS = 0x001       #: read-only: :class:`Status`
+    ERROR = 0x002        #: sticky first error: code [3:0], info [15:8]; write: clear all
+    ERROR_FLAGS = 0x003  #: sticky bit per ErrorCode; write 1s to clear
+    TRIGGER = 0x004      #: write: :class:`HostTrigger`, activates a task as a wavelet would
+    BLOCKED = 0x005      #: read/write: bit t set = task t is blocked
+    BLOCK_SET = 0x006    #: write: set these bits of BLOCKED
+    BLOCK_CLR = 0x007    #: write: clear these bits of BLOCKED
+    COUNTER_CTRL = 0x008  #: write bit 0: clear every counter
+
+
+BIND_BASE = 0x100     #: + color: :class:`ColorBind` (32 entries, 0..num_colors-1 exist)
+TASK_BASE = 0x200     #: + task: first launch entry of the task
+ENTRY_BASE = 0x400    #: + 2 * entry + word: :class:`LaunchEntry`
+DSR_BASE = 0x800      #: + 8 * dsr + word: :class:`DSR`
+ACC_BASE = 0x1000     #: + word: the accumulator cache, FP32
+COUNTER_BASE = 0x010  #: + :class:`Counter`
+
+DSR_WORDS = 8
+ENTRY_WORDS = 2
+
+
+class Counter(py_enum.IntEnum):
+    """Performance counters (32 bits, wrap around); cleared by COUNTER_CTRL."""
+    CYCLES = 0          #: clock cycles
+    FMAC_LANES = 1      #: FMAC lane-operations issued
+    BUSY = 2            #: cycles the datapath issued an operation
+    STALL_INPUT = 3     #: work pending, nothing issued, a fabric input was empty
+    STALL_OUTPUT = 4    #: ... a fabric output was full
+    STALL_BANK = 5      #: ... the chosen operation hit an SRAM bank conflict
+    STALL_HAZARD = 6    #: ... every candidate waited on an older operation (ordering)
+    LAUNCHES = 7        #: tensor operations started
+    TASKS = 8           #: tasks activated
+    WAVELETS_IN = 9     #: wavelets accepted from rx
+    WAVELETS_OUT = 10   #: wavelets sent on tx
+    FMAC_FIRST = 11     #: CYCLES value at the first FMAC issue since clear
+    FMAC_LAST = 12      #: CYCLES value at the latest FMAC issue
+    ERRORS = 13         #: errors raised
+
+
+class Dim(data.Struct):
+    """One dimension of a tensor: element count and stride (in elements, signed)."""
+    len: unsigned(LEN_BITS)
+    stride: signed(20)
+
+
+class DSR(data.Struct):
+    """A data-structure register, 8 words. Word 7 is updated by the hardware at launch.
+
+    word 0: ``kind``, ``dtype``, ``ctrl`` and ``color`` (FIN/FOUT), ``out_index`` (index
+    field of FOUT wavelets), ``adv_count`` (auto-advance period, 0 = off).
+    word 1: ``base`` (MEM/FIFO: FP16-element address; ACC: FP32-word address) and
+    ``idx_stride`` (elements added to the base per unit of the wavelet index when the launch
+    asks for index-offset mode). For SCALAR, word 1 is the value.
+    words 2..5: ``dims`` (innermost first; unused dimensions have length 1).
+    word 6: ``adv_step`` (elements added to the base per launch that advances the DSR) and
+    ``fifo_size`` (FIFO capacity in elements).
+    word 7: ``pos`` (auto-advance position, or the FIFO read position) and ``count`` (FIFO
+    occupancy).
+    """
+    kind: Kind
+    dtype: DType
+    ctrl: 1
+    color: 5
+    out_index: 10
+    adv_count: 12
+    base: 16
+    idx_stride: 16
+    dims: data.ArrayLayout(Dim, 4)
+    adv_step: signed(16)
+    fifo_size: 16
+    pos: 16
+    count: 16
+
+
+class LaunchEntry(data.Struct):
+    """One tensor-operation launch of a task (2 words). ``dst``, ``a``, ``b``, ``s`` are DSR
+    ids (or :data:`DSR_NONE` / :data:`DSR_WAVELET`). ``idx``/``adv`` are bit masks over
+    (dst, a, b): add the wavelet index to the base / advance the DSR after this launch.
+    ``clear_a``: zero the accumulator-cache source ``a`` as it is read. ``last`` ends the task.
+    """
+    op: TensorOp
+    dst: 6
+    a: 6
+    b: 6
+    s: 6
+    prio: 2
+    idx: 3
+    adv: 3
+    clear_a: 1
+    last: 1
+    _pad: 26
+
+
+class LaunchRequest(data.Struct):
+    """What the tensor engine accepts on its launch port: a launch entry plus the trigger
+    wavelet's ``data`` (the scalar operand) and ``index`` (the offset). The task launcher
+    produces these today; the control core (SPEC 4.5) will produce the same."""
+    op: TensorOp
+    dst: 6
+    a: 6
+    b: 6
+    s: 6
+    prio: 2
+    idx: 3
+    adv: 3
+    clear_a: 1
+    data: 16
+    index: 10
+
+
+class ColorBind(data.Struct):
+    """Binding of a color: data wavelets start task ``data_task``; a control wavelet starts
+    task ``ctrl_base + index`` (its index field is the command code)."""
+    data_task: 5
+    data_en: 1
+    ctrl_base: 5
+    ctrl_en: 1
+    _pad: 20
+
+
+class HostTrigger(data.Struct):
+    """A host-written activation: task ``task`` as if a wavelet (data, index) arrived."""
+    data: 16
+    index: 10
+    task: 5
+    _pad: 1
+
+
+class Status(data.Struct):
+    """Read-only status word."""
+    busy: 1
+    error: 1
+    launcher_busy: 1
+    trigger_pending: 1
+    _pad0: 4
+    threads_active: 8
+    rx_pending: 1
+    tx_pending: 1
+    _pad1: 14
+
+
+# --- Python encoders, derived from the layouts above ----------------------------------------
+
+def layout_fields(layout):
+    """Flatten a layout to ``{dotted name: (offset, width, signed)}``."""
+    out = {}
+    for name, field in data.Layout.cast(layout):
+        try:
+            inner = data.Layout.cast(field.shape)
+        except TypeError:
+            inner = None
+        if inner is not None:
+            for sub, (off, width, sgn) in layout_fields(inner).items():
+                out[f"{name}.{sub}"] = (field.offset + off, width, sgn)
+        else:
+            shape = Shape.cast(field.shape)
+            out[f"{name}"] = (field.offset, shape.width, shape.signed)
+    return out
+
+
+def encode_fields(layout, **values):
+    """Pack named field values into an ``int`` following ``layout``.
+
+    Names of nested fields are dotted (``dims.0.len``). Enum members are accepted for enum
+    fields. Raises ``ValueError`` naming the field when a value does not fit, ``KeyError``
+    for an unknown field.
+    """
+    table = layout_fields(layout)
+    word = 0
+    for name, value in values.items():
+        if name not in table:
+            raise KeyError(f"{data.Layout.cast(layout)!r} has no field {name!r}")
+        off, width, sgn = table[name]
+        value = int(value.value if isinstance(value, py_enum.Enum) else value)
+        lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if sgn else (0, (1 << width) - 1)
+        if not lo <= value <= hi:
+            raise ValueError(f"field {name}={value} does not fit in {width} "
+                             f"{'signed ' if sgn else ''}bits")
+        word |= (value & ((1 << width) - 1)) << off
+    return word
+
+
+def decode_fields(layout, word):
+    """Unpack an ``int`` into ``{dotted field name: int}`` following ``layout``."""
+    out = {}
+    for name, (off, width, sgn) in layout_fields(layout).items():
+        value = (int(word) >> off) & ((1 << width) - 1)
+        if sgn and value >> (width - 1):
+            value -= 1 << width
+        out[name] = value
+    return out
+
+
+def _words(value, count):
+    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(count)]
+
+
+def _check_dsr_id(name, value, allow_pseudo=True):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a DSR id (int), not {value!r}")
+    if not (0 <= value < MAX_DSRS or (allow_pseudo and value in (DSR_NONE, DSR_WAVELET))):
+        raise ValueError(f"{name}={value} is not a DSR id (0..{MAX_DSRS - 1}, DSR_NONE, "
+                         f"DSR_WAVELET)")
+
+
+def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
+               adv_step=0, adv_count=0, color=0, ctrl=0, out_index=0, value=0,
+               fifo_size=0, pos=0, count=0):
+    """The 8 words of a data-structure register.
+
+    Parameters
+    ----------
+    kind : Kind
+    dtype : DType
+        FP16 or FP32 (ACC tensors are always FP32).
+    base : int
+        MEM/FIFO: address in FP16 elements (halfwords) of the SRAM; ACC: FP32 word.
+    dims : sequence of (length, stride)
+        Innermost first, 1 to 4 dimensions, strides in elements. For FIN/FOUT/NULL the
+        product of the lengths is the stream length; for FIFO the first length is the number
+        of elements pushed or popped per launch.
+    idx_stride : int
+        Elements added to the base per unit of the trigger's index (index-offset mode).
+    adv_step, adv_count : int
+        Auto-advance: a launch that advances this DSR adds ``adv_step`` elements to the base,
+        wrapping back after ``adv_count`` launches (0: no wrap period; the position then
+        wraps at 4096).
+    color, ctrl, out_index : int
+        FIN/FOUT: the color; FOUT: send control wavelets, and their index field.
+    value : int
+        SCALAR: the raw FP16 or FP32 bits.
+    fifo_size : int
+        FIFO: capacity in elements. ``pos``/``count`` preset the read position/occupancy.
+    """
+    kind = Kind(kind)
+    dtype = DType(dtype)
+    dims = list(dims)
+    if not 1 <= len(dims) <= 4:
+        raise ValueError(f"a tensor has 1 to 4 dimensions, not {len(dims)}")
+    if kind == Kind.ACC and dtype != DType.FP32:
+        raise ValueError("accumulator-cache tensors are FP32")
+    fields = {"kind": kind, "dtype": dtype, "ctrl": ctrl, "color": color,
+              "out_index": out_index, "adv_count": adv_count, "adv_step": adv_step,
+              "fifo_size": fifo_size, "pos": pos, "count": count}
+    if kind == Kind.SCALAR:
+        value = int(value)
+        fields["base"] = value & 0xFFFF
+        fields["idx_stride"] = (value >> 16) & 0xFFFF
+    else:
+        fields["base"] = base
+        fields["idx_stride"] = idx_stride
+    for i in range(4):
+        length, stride = dims[i] if i < len(dims) else (1, 0)
+        fields[f"dims.{i}.len"] = length
+        fields[f"dims.{i}.stride"] = stride
+    return _words(encode_fields(DSR, **fields), DSR_WORDS)
+
+
+def encode_entry(op, dst, a=DSR_NONE, b=DSR_NONE, s=DSR_NONE, *, prio=0, idx=(), adv=(),
+                 clear_a=False, last=True):
+    """The 2 words of a launch entry. ``idx`` and ``adv`` are collections of the operand
+    names (``"dst"``, ``"a"``, ``"b"``) that use index-offset mode / advance after launch."""
+    for name, value in (("dst", dst), ("a", a), ("b", b), ("s", s)):
+        _check_dsr_id(name, value)
+    roles = {"dst": 1, "a": 2, "b": 4}
+    for name, group in (("idx", idx), ("adv", adv)):
+        for role in group:
+            if role not in roles:
+                raise ValueError(f"{name} names operand {role!r}; use 'dst', 'a' or 'b'")
+    value = encode_fields(LaunchEntry, op=TensorOp(op), dst=dst, a=a, b=b, s=s, prio=prio,
+                          idx=sum(roles[r] for r in set(idx)),
+                          adv=sum(roles[r] for r in set(adv)),
+                          clear_a=int(bool(clear_a)), last=int(bool(last)))
+    return _words(value, ENTRY_WORDS)
+
+
+def encode_bind(data_task=None, ctrl_base=None):
+    """A :class:`ColorBind` word: ``None`` leaves that kind of wavelet unbound."""
+    return encode_fields(ColorBind, data_task=data_task or 0,
+                         data_en=int(data_task is not None), ctrl_base=ctrl_base or 0,
+                         ctrl_en=int(ctrl_base is not None))
+
+
+def encode_trigger(task, index=0, data=0):
+    """A :class:`HostTrigger` word."""
+    return encode_fields(HostTrigger, task=task, index=index, data=data)
+
+
+def decode_error(word):
+    """``(ErrorCode, info)`` of an ERROR register value (unknown codes stay ints)."""
+    code = word & 0xF
+    try:
+        code = ErrorCode(code)
+    except ValueError:
+        pass
+    return code, (word >> 8) & 0xFF
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+def reg_addr(offset):
+    """PE cfg address of a register-region offset."""
+    return PE_REGS_BASE + int(offset)
+
+
+def dsr_addr(dsr, word=0):
+    """PE cfg address of word ``word`` of DSR ``dsr``."""
+    return PE_REGS_BASE + DSR_BASE + DSR_WORDS * dsr + word
+
+
+def entry_addr(entry, word=0):
+    """PE cfg address of word ``word`` of launch entry ``entry``."""
+    return PE_REGS_BASE + ENTRY_BASE + ENTRY_WORDS * entry + word
+
+
+def task_addr(task):
+    """PE cfg address of the task table entry of ``task``."""
+    return PE_REGS_BASE + TASK_BASE + task
+
+
+def bind_addr(color):
+    """PE cfg address of the binding of ``color``."""
+    return PE_REGS_BASE + BIND_BASE + color
+
+
+def acc_addr(word):
+    """PE cfg address of accumulator-cache word ``word``."""
+    return PE_REGS_BASE + ACC_BASE + word
+
+
+def counter_addr(counter):
+    """PE cfg address of a :class:`Counter`."""
+    return PE_REGS_BASE + COUNTER_BASE + int(counter)
+
+
+def _log2(n):
+    return int(math.log2(n))
