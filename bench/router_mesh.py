@@ -3,6 +3,7 @@
     python bench/router_mesh.py                 # 2x2, 4x4, 8x8; builds are cached
     python bench/router_mesh.py --fresh         # rebuild into a fresh folder (build times)
     python bench/router_mesh.py --sizes 4x4 --repeats 7
+    python bench/router_mesh.py --no-build      # Verilog sizes only
 
 For each size it reports the lines of Verilog of the router module, of the mesh top alone
 (wiring only) and of the bench top; the Verilator build time of the bench top (the
@@ -40,6 +41,8 @@ def main(argv=None):
                         help="cycles per window (default: 20000 / tiles * 16)")
     parser.add_argument("--fresh", action="store_true",
                         help="build in a new temporary folder to time the builds")
+    parser.add_argument("--no-build", action="store_true",
+                        help="only convert to Verilog and count lines (no Verilator)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.fresh:
@@ -58,14 +61,19 @@ def main(argv=None):
         bench_text = bench_verilog(w, h)
         convert_s = time.monotonic() - t0
         bench_top_lines, _ = _split_lines(bench_text, BENCH_TOP)
-        built = sim.build(BENCH_TOP, bench_text, extra_args=VERILATOR_ARGS)
         row = {"size": size, "router_lines": router_lines, "mesh_top_lines": top_lines,
                "bench_lines": bench_text.count("\n"), "bench_top_lines": bench_top_lines,
-               "convert_s": round(convert_s, 1), "build_s": round(built.build_seconds, 1),
-               "build_cached": built.cached}
-        print(f"{size}: router {router_lines} lines, mesh top {top_lines} lines "
-              f"({top_lines / (w * h):.0f} per tile), bench total {row['bench_lines']}; "
-              f"Verilog {convert_s:.1f} s; Verilator build {built.build_seconds:.1f} s"
+               "convert_s": round(convert_s, 1)}
+        line = (f"{size}: router {router_lines} lines, mesh top {top_lines} lines "
+                f"({top_lines / (w * h):.0f} per tile), bench total {row['bench_lines']}; "
+                f"Verilog {convert_s:.1f} s")
+        if args.no_build:
+            print(line, flush=True)
+            results.append(row)
+            continue
+        built = sim.build(BENCH_TOP, bench_text, extra_args=VERILATOR_ARGS)
+        row.update(build_s=round(built.build_seconds, 1), build_cached=built.cached)
+        print(f"{line}; Verilator build {built.build_seconds:.1f} s"
               f"{' (cached figure)' if built.cached else ''}", flush=True)
         if size in args.sim_sizes.split(","):
             cycles = args.cycles or max(2000, 20000 * 16 // (w * h))

@@ -186,13 +186,33 @@ class RoutingModel:
         return out
 
     def trace(self, source, color):
-        """The :class:`Trace` of a wavelet of ``color`` injected at ``source``."""
+        """The :class:`Trace` of a wavelet of ``color`` injected at ``source`` (an input of
+        the mesh, else ``ValueError``: :meth:`check_source`)."""
         key = (tuple(source), color)
         if key not in self._traces:
             self._traces[key] = self._trace(Endpoint(*source), color)
         return self._traces[key]
 
+    def check_source(self, source):
+        """Raise ``ValueError`` naming ``source`` (tile and port) unless it is an input of
+        the mesh: a RAMP, or an edge port whose neighbour is outside the mesh."""
+        x, y, port = source
+        t = self.tables
+        try:
+            port = Port(port)
+        except ValueError:
+            raise ValueError(f"source tile ({x}, {y}) port {port!r}: not a port "
+                             f"({', '.join(p.name for p in Port)})") from None
+        if not self._inside(x, y):
+            raise ValueError(f"source tile ({x}, {y}) port {port.name} is outside the "
+                             f"{t.width} x {t.height} mesh")
+        if port != Port.RAMP and self._inside(x + port.delta[0], y + port.delta[1]):
+            raise ValueError(f"source tile ({x}, {y}) port {port.name} is a link between "
+                             f"two tiles, not an edge or RAMP input of the {t.width} x "
+                             f"{t.height} mesh")
+
     def _trace(self, source, color):
+        self.check_source(source)
         t = self.tables
         sinks, links, drops, issues = [], [], [], []
         if not 0 <= color < t.num_colors:
@@ -316,6 +336,9 @@ class RoutingModel:
         ------
         RoutingError
             If a wavelet would loop, be duplicated or leave the fabric.
+        ValueError
+            If a source is not an input of the mesh (:meth:`check_source`), naming its tile
+            and port.
         """
         d = Delivery()
         for source, word in injections:

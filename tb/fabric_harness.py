@@ -5,8 +5,10 @@ Every mesh link end (``rtl.mesh.mesh_endpoints``: the edges, then the RAMPs) get
 
 * ``src[k]``: the input link into the mesh, driven by the Python drivers, or, when
   ``gen_en[k]`` is set, by a generator that offers a random wavelet of a random color in
-  0..``gen_colors``-1 every cycle (16 <= gen_colors <= 24; sent when that color is ready,
-  otherwise another is drawn the next cycle: a full random load).
+  0..``gen_colors``-1 every cycle (1 <= gen_colors <= 24; sent when that color is ready,
+  otherwise another is drawn the next cycle: a full random load). The color is
+  ``(r * gen_colors) >> 16`` of 16 random bits ``r``: every color is equally likely to
+  within 1 part in 2,700 (:func:`generator_color`).
 * ``snk_valid[k]`` / ``snk_data[k]``: the mesh output link, for the Python monitors. Its
   per-color stop bits come from a register (the sink's registered state, as the link
   protocol requires): ``ready = random(snk_mode[k]) & ~snk_stall[k]``, where mode 0 is
@@ -30,7 +32,8 @@ from rtl.link import CfgSignature, LinkSignature
 from rtl.mesh import RouterMesh, mesh_cfg_addr_bits, mesh_endpoints, mesh_verilog
 from rtl.wavelet import NUM_COLORS
 
-__all__ = ["MeshBench", "bench_verilog", "build_bench", "BENCH_TOP", "VERILATOR_ARGS"]
+__all__ = ["MeshBench", "bench_verilog", "build_bench", "generator_color", "BENCH_TOP",
+           "VERILATOR_ARGS"]
 
 BENCH_TOP = "mesh_bench"
 
@@ -81,8 +84,8 @@ class MeshBench(wiring.Component):
             # Source: Python driver or generator.
             src, into = self.src[k], mesh.endpoint_in(x, y, port)
             gen = Signal(32, name=f"gen_{k}", reset_less=True)
-            raw = gen[:5]        # folded into 0..gen_colors-1 when gen_colors >= 16
-            gen_color = Mux(raw < self.gen_colors, raw, raw - self.gen_colors)[:5]
+            gen_color = Signal(5, name=f"gen_color_{k}")
+            m.d.comb += gen_color.eq((gen[16:32] * self.gen_colors)[16:21])
             gen_valid = self.gen_en[k] & (gen_color < self.gen_colors) & \
                 into.ready.bit_select(gen_color, 1)
             with m.If(ResetSignal()):
@@ -118,6 +121,12 @@ class MeshBench(wiring.Component):
         n = len(taken)
         m.d.sync += self.delivered.eq(self.delivered + sum(taken[k] for k in range(n)))
         return m
+
+
+def generator_color(r, gen_colors):
+    """The color a generator draws from its 16 random bits ``r`` (the hardware's formula):
+    each of 0..gen_colors-1 comes from ``65536 // gen_colors`` or one more values of r."""
+    return (r * gen_colors) >> 16
 
 
 def bench_verilog(width, height, *, num_colors=NUM_COLORS, fifo_depth=2):

@@ -259,11 +259,24 @@ class FabricBench:
         dut.rst.value = 0
         await FallingEdge(dut.clk)
 
+    def endpoint_index(self, endpoint, role="link end"):
+        """Index k of ``endpoint`` in the bench top's ``src``/``snk`` arrays; ``ValueError``
+        naming its tile and port if the mesh has no such link end (``role``: for the
+        message, e.g. "input")."""
+        endpoint = Endpoint(*endpoint)
+        k = self.index.get(endpoint)
+        if k is None:
+            x, y, port = endpoint
+            name = Port(port).name if port in tuple(Port) else repr(port)
+            raise ValueError(f"tile ({x}, {y}) port {name} is not an edge or RAMP {role} "
+                             f"of the {self.width} x {self.height} mesh")
+        return k
+
     def driver(self, endpoint, idle=0.0):
         """The :class:`LinkDriver` of input ``endpoint`` (created on first use)."""
         endpoint = Endpoint(*endpoint)
         if endpoint not in self.drivers:
-            k = self.index[endpoint]
+            k = self.endpoint_index(endpoint, "input")
             d = self.dut
             self.drivers[endpoint] = LinkDriver(
                 endpoint, getattr(d, f"src__{k}__valid"), getattr(d, f"src__{k}__payload"),
@@ -275,7 +288,7 @@ class FabricBench:
     def set_sink(self, endpoint, mode=None, stall=None):
         """Back-pressure of output ``endpoint``: ``mode`` 0..3 (ready with probability
         1, 3/4, 1/2, 1/4 per color and cycle), ``stall`` a mask of colors held stopped."""
-        k = self.index[Endpoint(*endpoint)]
+        k = self.endpoint_index(endpoint, "output")
         if mode is not None:
             if not 0 <= mode <= 3:
                 raise ValueError(f"sink mode {mode} not in 0..3")
@@ -286,7 +299,7 @@ class FabricBench:
 
     def on_sink(self, endpoint, callback):
         """Call ``callback(cycle, word)`` for every wavelet delivered by ``endpoint``."""
-        self.sink_hooks.setdefault(self.index[Endpoint(*endpoint)], []).append(callback)
+        self.sink_hooks.setdefault(self.endpoint_index(endpoint, "output"), []).append(callback)
 
     def every(self, cycles, callback):
         """Call ``callback(cycle)`` every ``cycles`` cycles of :meth:`run`."""

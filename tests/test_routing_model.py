@@ -181,3 +181,54 @@ def test_register_writes_use_the_router_map():
     t = RouteTables(2, 1)
     t.set(1, 0, RAMP, 9, port_mask(W))
     assert t.register_writes() == [(1, 0, route_addr(RAMP, 9), port_mask(W))]
+
+
+@pytest.mark.parametrize("source,message", [
+    ((5, 5, N), r"source tile \(5, 5\) port N is outside the 2 x 2 mesh"),
+    ((0, -1, S), r"source tile \(0, -1\) port S is outside the 2 x 2 mesh"),
+    ((0, 0, E), r"source tile \(0, 0\) port E is a link between two tiles"),
+])
+def test_deliver_rejects_a_source_that_is_not_a_mesh_input(source, message):
+    t = RouteTables(2, 2)
+    t.set(0, 0, W, 1, port_mask(RAMP))
+    model = RoutingModel(t)
+    with pytest.raises(ValueError, match=message):
+        model.deliver([((0, 0, W), pack(color=1)), (source, pack(color=1))])
+    with pytest.raises(ValueError, match=message):
+        model.check([(source, 1)])
+    # A good source still works and nothing was recorded for the bad one.
+    d = model.deliver([((0, 0, W), pack(color=1))])
+    assert dict(d.errors) == {} and d.expected_count() == 1
+
+
+class _NoDut:
+    """Stands in for a cocotb handle: the bench looks signals up lazily."""
+
+    def __getattr__(self, name):
+        return None
+
+
+@pytest.mark.parametrize("endpoint,message", [
+    ((5, 5, N), r"tile \(5, 5\) port N is not an edge or RAMP input of the 2 x 2 mesh"),
+    ((1, 1, W), r"tile \(1, 1\) port W is not an edge or RAMP input of the 2 x 2 mesh"),
+])
+def test_bench_driver_names_an_endpoint_the_mesh_lacks(endpoint, message):
+    from tb.fabric_link import FabricBench
+    bench = FabricBench(_NoDut(), 2, 2)
+    with pytest.raises(ValueError, match=message):
+        bench.driver(endpoint)
+    with pytest.raises(ValueError, match=message.replace("input", "output")):
+        bench.set_sink(endpoint, mode=1)
+    with pytest.raises(ValueError, match=message.replace("input", "output")):
+        bench.on_sink(endpoint, lambda cycle, word: None)
+
+
+def test_generator_colors_are_uniform():
+    """The bench top's traffic generator draws every color equally often (to within one
+    16-bit value in 2,700), for any number of colors: no folding of 0..31 onto 0..23."""
+    from tb.fabric_harness import generator_color
+    for colors in (1, 4, 16, 23, 24):
+        counts = [0] * colors
+        for r in range(1 << 16):
+            counts[generator_color(r, colors)] += 1
+        assert max(counts) - min(counts) <= 1, (colors, min(counts), max(counts))
