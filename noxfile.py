@@ -24,6 +24,9 @@ def _install(session):
 
 
 def _workers():
+    # Two workers for CI's two cores. Verilator builds are file-locked in tb/sim.py, so a
+    # worker that needs a model another is building waits for it and then reuses it;
+    # work-stealing keeps both busy. (xdist's loadgroup does not group under pytest 9.)
     return os.environ.get("WSE_TEST_WORKERS", "2")
 
 
@@ -31,14 +34,14 @@ def _workers():
 def tests(session):
     """Unit tests of golden/ and gpt_mapping/ plus the whole cocotb regression."""
     _install(session)
-    session.run("pytest", "-n", _workers(), "--dist", "loadgroup", *session.posargs)
+    session.run("pytest", "-n", _workers(), "--dist", "worksteal", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def regression(session):
     """The cocotb benches alone (tests marked `rtl`)."""
     _install(session)
-    session.run("pytest", "-m", "rtl", "-n", _workers(), "--dist", "loadgroup",
+    session.run("pytest", "-m", "rtl", "-n", _workers(), "--dist", "worksteal",
                 *session.posargs)
 
 
