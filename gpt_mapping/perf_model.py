@@ -8,7 +8,8 @@ within 10 %). The model and its derivation are in docs/gemm.md; in short:
 * The rows run the same schedule in parallel; the column's weight stream is multicast to all
   of them, so the row with the most tokens (the *critical row*: T_y, T_pad) sets the pace.
 * Column x spends, per output n, a *step* of ``max(datapath, ramp-in)`` cycles:
-  datapath = nnz(x, n) * ceil(T_pad / lanes) FMAC cycles + the reduction's own vector work
+  datapath = nnz(x, n) * max(ceil(T_pad / lanes), accumulate_interval, task_interval) FMAC
+  cycles (calibrated on the RTL: docs/fabric.md) + the reduction's own vector work
   (FP32 adds at 2 lanes, FP16 convert/store at 4 lanes) + ``command_cycles``;
   ramp-in = the wavelets the PE must take in: nnz(x, n) weights + 1 command + 2 T_y partial
   sums from the west (x > 0) + T_y FP16 results tapped from the return path (x < W - 1).
@@ -31,7 +32,8 @@ import numpy as np
 
 from gpt_mapping.layout import GemmMapping
 
-__all__ = ["PerfParams", "PerfEstimate", "predict", "predict_from_weights"]
+__all__ = ["PerfParams", "PerfEstimate", "predict", "predict_from_weights",
+           "accumulator_buffers"]
 
 #: FP32 lanes of the datapath (SPEC 1: FP32 ops run 2 lanes).
 FP32_LANES = 2
@@ -52,6 +54,17 @@ class PerfParams:
     command_cycles:  datapath/scheduler cycles to start one reduction (per output, per PE).
     weight_cycles:   extra cycles per streamed weight beyond its FMAC vectors (task dispatch).
     inject_interval: cycles between wavelets injected at the north edge (1 = full rate).
+    accumulate_interval: fewest cycles between two FMACs issuing the same accumulator line
+                     (the result of one must be written before the next reads it: the PE's
+                     issue-to-write-back distance).
+    task_interval:   fewest cycles between two tasks started by the PE's task launcher.
+    reduce_ramp_overhead: percent of extra RAMP-input cycles per reduction wavelet (partial
+                     sums, results) beyond one per cycle: flow-control bubbles between the
+                     router and the PE's 4-deep color queues, measured on the RTL.
+    max_accumulator_buffers: the PE program rotates through as many accumulator buffers as
+                     the cache holds for the largest T_pad, at least the mapping's
+                     ``accumulator_buffers`` and at most this many (0: exactly the
+                     mapping's). :func:`accumulator_buffers` is the rule.
     """
     router_latency: int = 1
     ramp_latency: int = 1
@@ -61,6 +74,10 @@ class PerfParams:
     command_cycles: int = 1
     weight_cycles: int = 0
     inject_interval: int = 1
+    accumulate_interval: int = 4
+    task_interval: int = 2
+    reduce_ramp_overhead: int = 10
+    max_accumulator_buffers: int = 4
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -96,6 +113,18 @@ class PerfEstimate:
         out = asdict(self)
         out["params"] = asdict(self.params)
         return out
+
+
+def accumulator_buffers(mapping, params=None):
+    """Accumulator buffers the GEMM's PE program rotates through (see
+    :attr:`PerfParams.max_accumulator_buffers`); ``gpt_mapping.fabric_run`` uses this rule."""
+    params = params or PerfParams()
+    least = mapping.pe.accumulator_buffers
+    if params.max_accumulator_buffers == 0:
+        return least
+    t_pad = int(mapping.t_pad_per_row.max())
+    fits = mapping.pe.accumulator_words // t_pad if t_pad else params.max_accumulator_buffers
+    return max(least, min(params.max_accumulator_buffers, fits))
 
 
 def predict_from_weights(mapping, w16, params=None):
@@ -135,7 +164,11 @@ def predict(mapping, nonzero, params=None):
     t_pad = int(mapping.t_pad_per_row[row])
     fp16_vectors = -(-t_pad // lanes)
     fp32_vectors = -(-t_pad // FP32_LANES)
-    cycles_per_weight = max(p.inject_interval, fp16_vectors + p.weight_cycles)
+    # A weight's FMAC re-reads the accumulator lines the previous one wrote: it can issue a
+    # line only ``accumulate_interval`` cycles after the previous FMAC issued it; the task
+    # launcher starts one task per ``task_interval`` cycles.
+    cycles_per_weight = max(p.inject_interval, p.task_interval, p.accumulate_interval,
+                            fp16_vectors + p.weight_cycles)
 
     x = np.arange(width)
     owner = mapping.owner_column(np.arange(outputs))
@@ -152,13 +185,14 @@ def predict(mapping, nonzero, params=None):
     reduce_span = 2 * t_y if chained else fp16_vectors
     hop = 2 * p.router_latency + p.ramp_latency + p.fadd_latency
     ramp_offset = x * hop
-    buffers = mapping.pe.accumulator_buffers
+    buffers = accumulator_buffers(mapping, p)
 
     # Step of every (n, column), vectorised: [N, width].
     nz = nonzero.T
     datapath = nz * cycles_per_weight + p.command_cycles + reduce_vectors \
         + owner_store * fp16_vectors
-    ramp_in = (nz + 1) * p.inject_interval + ramp_reduce
+    ramp_in = (nz + 1) * p.inject_interval \
+        + -(-ramp_reduce * (100 + p.reduce_ramp_overhead) // 100)
     step = np.maximum(datapath, ramp_in)
     column_busy = step.sum(axis=0)
 

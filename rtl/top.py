@@ -37,8 +37,20 @@ def _fabric_blocks():
     }
 
 
+def _tile_blocks():
+    from rtl.fabric import DEFAULT_DEPTHS, Fabric, HostMemory, host_memory_kinds
+    from rtl.tile import TILE_MODULE, Tile
+    # The tile (one router + one PE inside) is converted once as module "tile"; the fabric
+    # top places it by name, so "fabric" here is the 4 x 4 top's wiring only (it also places
+    # the host memories below by name).
+    blocks = {TILE_MODULE: lambda: Tile(), "fabric": lambda: Fabric(4, 4)}
+    for name, (depth, writable) in host_memory_kinds(**DEFAULT_DEPTHS).items():
+        blocks[name] = lambda depth=depth, writable=writable: HostMemory(depth, writable)
+    return blocks
+
+
 #: name -> function returning {module name: component factory}; extended as blocks land.
-BLOCKS = [_fp_blocks, _fabric_blocks]
+BLOCKS = [_fp_blocks, _fabric_blocks, _tile_blocks]
 
 
 def export_all(out_dir):

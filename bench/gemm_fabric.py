@@ -1,0 +1,108 @@
+"""Benchmark of the weight-streaming GEMM on the RTL fabric (figures in docs/fabric.md).
+
+    python bench/gemm_fabric.py                       # 4 x 4, T=64 K=512 N=64, dense + 90 %
+    python bench/gemm_fabric.py --fabric 4x4 --shape 64,512,64 --sparsity 0,0.9 --json out.json
+
+For every run: measured fabric cycles, FMAC utilization over the whole GEMM (reductions
+included: useful lane operations / (4 lanes x PEs x cycles)), the performance model's
+prediction beside it, whether Y is bit exact against the golden model, and the simulation
+speed: simulated fabric cycles per second of wall time and per second of the simulator's
+CPU time, from start to done (the machine is shared: the CPU figure is the stable one;
+configuration and readback are not included).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from golden.gemm import compare_to_torch, fabric_gemm  # noqa: E402
+from gpt_mapping.demo import make_gemm_operands  # noqa: E402
+from gpt_mapping.fabric_run import fabric_build, run_gemm_rtl  # noqa: E402
+from gpt_mapping.layout import map_gemm, parse_fabric  # noqa: E402
+from gpt_mapping.perf_model import predict  # noqa: E402
+from gpt_mapping.streams import nonzero_counts  # noqa: E402
+
+
+def run_one(x16, w16, width, height, progress=True):
+    """One GEMM on the fabric; a dict of its figures."""
+    mapping = map_gemm(x16, w16, width, height)
+    nonzero = nonzero_counts(mapping, w16)
+    estimate = predict(mapping, nonzero)
+    start = time.perf_counter()
+    with tqdm(total=None, unit="cycle", desc="RTL fabric", disable=not progress,
+              leave=False) as bar:
+        y16, counters = run_gemm_rtl(mapping, x16, w16, bar)
+    wall = time.perf_counter() - start
+    golden = fabric_gemm(x16, w16, width, height)
+    cycles = counters["cycles"]
+    lanes = mapping.pe.lanes * mapping.num_pes
+    return {
+        "shape": list(x16.shape) + [w16.shape[1]],
+        "fabric": [width, height],
+        "nonzero_weights": int(nonzero.sum()),
+        "cycles": cycles,
+        "predicted_cycles": estimate.cycles,
+        "model_error": (estimate.cycles - cycles) / cycles,
+        "fmac_utilization": counters["fmac_lane_ops"] / (lanes * cycles),
+        "predicted_fmac_utilization": estimate.fmac_utilization,
+        "bit_exact": bool(np.array_equal(y16.view(np.uint16), golden.view(np.uint16))),
+        "torch_ok": compare_to_torch(y16, x16, w16, width).ok,
+        "sim_cycles_per_second": counters["sim_cycles_per_second"],
+        "sim_cycles_per_cpu_second": counters["sim_cycles_per_cpu_second"],
+        "run_wall_seconds": counters["wall_seconds"],
+        "total_wall_seconds": wall,
+        "bench_seconds": counters["total_wall_seconds"],
+        "pe_busy_fraction": float(counters["pe_busy_cycles"].mean() / cycles),
+        "pe_stall_input": int(counters["pe_stall_input"].sum()),
+        "pe_stall_hazard": int(counters["pe_stall_hazard"].sum()),
+        "pe_stall_bank": int(counters["pe_stall_bank"].sum()),
+        "pe_stall_output": int(counters["pe_stall_output"].sum()),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fabric", default="4x4")
+    parser.add_argument("--shape", default="64,512,64", help="T,K,N")
+    parser.add_argument("--sparsity", default="0,0.9", help="fractions of zero weights")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    width, height = parse_fabric(args.fabric)
+    tokens, features, outputs = (int(v) for v in args.shape.split(","))
+    start = time.perf_counter()
+    spec = fabric_build(width, height)
+    print(f"fabric {width} x {height}: Verilator build {spec.build.build_seconds:.0f} s "
+          f"({'cached' if spec.build.cached else 'built now'}, "
+          f"{time.perf_counter() - start:.1f} s to get it)")
+    results = []
+    for sparsity in (float(s) for s in args.sparsity.split(",")):
+        x16, w16 = make_gemm_operands(tokens, features, outputs, sparsity, args.seed)
+        r = run_one(x16, w16, width, height, progress=not args.no_progress)
+        r["sparsity"] = sparsity
+        results.append(r)
+        print(f"sparsity {sparsity:4.2f}: {r['cycles']:7d} cycles (model {r['predicted_cycles']}"
+              f", {100 * r['model_error']:+.1f} %), FMAC utilization "
+              f"{r['fmac_utilization']:.3f} (model {r['predicted_fmac_utilization']:.3f}), "
+              f"bit exact {r['bit_exact']}, torch ok {r['torch_ok']}, "
+              f"{r['sim_cycles_per_second']:,.0f} cycles/s of wall time, "
+              f"{r['sim_cycles_per_cpu_second']:,.0f} per CPU second "
+              f"({r['run_wall_seconds']:.1f} s run, {r['total_wall_seconds']:.1f} s in all)")
+    if len(results) > 1:
+        print(f"dense / sparse cycles: {results[0]['cycles'] / results[-1]['cycles']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    ok = all(r["bit_exact"] and r["torch_ok"] for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
