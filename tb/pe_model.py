@@ -281,9 +281,23 @@ class PEModel:
                 s_val = f["value"] & (0xFFFF if s16 else 0xFFFFFFFF)
         if e["clear_a"] and (ops["a"]["kind"] != Kind.ACC or ops["dst"]["kind"] == Kind.ACC):
             raise PEModelError(ErrorCode.BAD_OPERAND, "clear_a")
+        if (ops["b"] is not None and ops["a"]["kind"] == Kind.FIN == ops["b"]["kind"]
+                and ops["a"]["color"] == ops["b"]["color"]):
+            raise PEModelError(ErrorCode.BAD_OPERAND, "a and b: one fabric color")
+        if opc == TensorOp.FMAC and ops["dst"]["dtype"] == DType.FP16:
+            raise PEModelError(ErrorCode.UNSUPPORTED, "FMAC into FP16")
         dst, a, b = ops["dst"], ops["a"], ops["b"]
         n = dst["length"]
         va, raw_a = self._read(a, n)
+        if e["clear_a"]:
+            # The source is zeroed as it is read: an element read again (a source shorter
+            # than the destination restarts, or a dimension of stride 0) reads +0.
+            seen = set()
+            for i in range(n):
+                addr = a["addrs"][i % len(a["addrs"])]
+                if addr in seen:
+                    va[i] = raw_a[i] = 0
+                seen.add(addr)
         vb, _ = self._read(b, n) if b is not None else (None, None)
         s32 = fp.f16_to_f32(np.uint16(s_val)) if s16 else np.uint32(s_val)
         if opc == TensorOp.FMOV:

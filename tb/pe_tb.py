@@ -4,6 +4,9 @@ Every check is bit-exact against :class:`tb.pe_model.PEModel` (golden/fp.py arit
 
 * ``tensor_ops``: the covering set of :func:`tb.pe_cases.op_cases` -- every operation with
   every operand kind, FP16 and FP32, strides, 1D..4D, index-offset mode; results read back.
+* ``op_chains``: tasks of several launches over overlapping tensors (random chains of
+  :func:`tb.pe_cases.chain_cases` after the directed ones), activated by wavelets, so that
+  micro-threads run concurrently under the ordering rules; the model runs them in order.
 * ``weight_stream``: a SPEC 7 weight stream into a PE holding X[T, K]; accumulators against
   the sequential FP32 sums, FMAC-lane utilization from the counters (reported).
 * ``gemm_column``: the single-column GEMM recipe (commands, read-and-clear, rotating
@@ -25,7 +28,8 @@ from golden import fp
 from rtl.pe.regs import (DSR_WAVELET, Counter, DType, ErrorCode, Kind, Reg, TensorOp, acc_addr,
                          bind_addr, counter_addr, decode_error, dsr_addr, encode_trigger,
                          reg_addr)
-from tb.pe_cases import mixed_fmac_reference, op_cases, random_bits16, random_bits32
+from tb.pe_cases import (OpCase, chain_cases, clear_restart_case, clear_then_reuse_case,
+                         mixed_fmac_reference, op_cases, random_bits16, random_bits32)
 from tb.pe_driver import PEBench
 from tb.pe_model import PEConfig, PEModel
 from tb.sim import params
@@ -43,7 +47,8 @@ def _report(name, values):
 
 async def _bench(dut, **kw):
     p = params()
-    bench = PEBench(dut, seed=p.get("seed", 1), **kw)
+    # bench_seed: the idle / back-pressure pattern alone (the cases keep "seed").
+    bench = PEBench(dut, seed=p.get("bench_seed", p.get("seed", 1)), **kw)
     await bench.start()
     return bench
 
@@ -80,7 +85,7 @@ async def _compare_case(bench, case):
     for ident in case.fifo_dsrs:
         got = (await bench.read([dsr_addr(ident, 7)]))[0]
         assert got == m.dsr_words[ident][7], (
-            f"{case.describe()}: FIFO DSR {ident} word 7 = {got:#x}, "
+            f"{case.describe()}: DSR {ident} word 7 = {got:#x}, "
             f"expected {m.dsr_words[ident][7]:#x}")
     for color, want in m.fout.items():
         got = [(d, i, c) for d, i, c, _ in bench.tx_got.pop(color, [])]
@@ -96,16 +101,64 @@ async def tensor_ops(dut):
     p = params()
     bench = await _bench(dut, idle=p.get("idle", 0.2), stall=p.get("stall", 0.2))
     cases = op_cases(seed=p.get("seed", 1), rounds=p.get("rounds", 1))
+    if "only" in p:                     # a subset by case number (debugging)
+        cases = [cases[k] for k in p["only"]]
+    if "plans" in p:                    # explicit cases: [op name, {role: kind}, n, seed]
+        cases = [OpCase(f"plan{i}", TensorOp[op], kinds, n, seed)
+                 for i, (op, kinds, n, seed) in enumerate(p["plans"])]
+    await _run_cases(dut, bench, cases, keep_going=p.get("keep_going", False))
+
+
+async def _run_cases(dut, bench, cases, keep_going=False):
+    """Run cases (OpCase, ChainCase, TaskCase) one after the other, each checked bit for bit
+    against its model. ``keep_going`` (for seed sweeps): report every failing case at the
+    end instead of stopping at the first; the PE is not reset between cases, so a case that
+    leaves a thread stuck may disturb the ones after it."""
+    failures = []
     for case in cases:
-        await bench.write(case.cfg.all_writes())
-        for color, wavelets in case.fabric_in.items():
-            bench.send(color, wavelets)
-        await bench.write([(reg_addr(Reg.TRIGGER),
-                            encode_trigger(0, index=case.index, data=case.data))])
-        await bench.run_until_idle(budget=4000, what=case.describe())
-        await _check_no_error(bench, case.describe())
-        await _compare_case(bench, case)
-    dut._log.info(f"{len(cases)} tensor-operation cases bit-exact in {bench.cycle} cycles")
+        try:
+            await bench.write(case.cfg.all_writes())
+            for color, wavelets in case.fabric_in.items():
+                bench.send(color, wavelets)
+            if case.trigger is not None:
+                data, index = case.trigger
+                await bench.write([(reg_addr(Reg.TRIGGER),
+                                    encode_trigger(0, index=index, data=data))])
+            await bench.run_until_idle(budget=4000, what=case.describe())
+            await _check_no_error(bench, case.describe())
+            await _compare_case(bench, case)
+        except AssertionError as exc:
+            if not keep_going:
+                raise
+            failures.append(str(exc).splitlines()[0])
+            dut._log.error(failures[-1])
+            # Start the next case from a clean PE: drop what is queued, clear the error.
+            bench.rx_q.clear()
+            await bench.run(200)
+            bench.tx_got.clear()
+            await _clear_errors(bench)
+    assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + \
+        "\n".join(failures)
+    dut._log.info(f"{len(cases)} cases bit-exact in {bench.cycle} cycles")
+
+
+def directed_task_cases():
+    """Directed multi-launch cases, each the reproduction of a bug found by op_chains."""
+    return [clear_then_reuse_case(seed) for seed in (1, 2)] + [clear_restart_case()]
+
+
+@cocotb.test()
+async def op_chains(dut):
+    """Tasks of several launches over overlapping tensors, activated by wavelets: the
+    micro-threads run them concurrently, the result must equal the model's launch order."""
+    p = params()
+    bench = await _bench(dut, idle=p.get("idle", 0.2), stall=p.get("stall", 0.2))
+    cases = chain_cases(seed=p.get("seed", 1), count=p.get("count", 40))
+    if "only" in p:
+        cases = [cases[k] for k in p["only"]]
+    if p.get("directed", True):
+        cases = directed_task_cases() + cases
+    await _run_cases(dut, bench, cases, keep_going=p.get("keep_going", False))
 
 
 # --- weight streaming ------------------------------------------------------------------------
@@ -382,7 +435,7 @@ async def tasks(dut):
 ERROR_CASES = [
     "oob_sram", "oob_acc", "zero_length", "misaligned", "bind_bad_color", "fout_bad_color",
     "rx_bad_color", "bad_task", "bad_operand", "fifo_overflow", "fifo_underflow",
-    "trigger_overrun",
+    "trigger_overrun", "fmac_fp16_dst", "fin_twice",
 ]
 
 
@@ -446,6 +499,15 @@ async def errors(dut):
             cfg.dsr(1, Kind.FIFO, base=0x800, dims=[(16, 1)], fifo_size=20, count=8)
             cfg.dsr(2, Kind.MEM, base=0x800 + 64, dims=[(16, 1)])
             cfg.task(0, [dict(op=TensorOp.FMOV, dst=2, a=1)])
+        elif name == "fmac_fp16_dst":
+            code = ErrorCode.UNSUPPORTED
+            cfg.dsr(1, Kind.MEM, base=0x800, dims=[(16, 1)])
+            cfg.task(0, [dict(op=TensorOp.FMAC, dst=1, a=0, b=0, s=DSR_WAVELET)])
+        elif name == "fin_twice":
+            code = ErrorCode.BAD_OPERAND
+            cfg.dsr(1, Kind.FIN, dtype=DType.FP16, color=3)
+            cfg.dsr(2, Kind.MEM, base=0x800, dims=[(16, 1)])
+            cfg.task(0, [dict(op=TensorOp.FADD, dst=2, a=1, b=1)])   # one color as a and b
         elif name == "trigger_overrun":
             code = ErrorCode.TRIGGER_OVERRUN
             cfg.bind(8, data_task=0)

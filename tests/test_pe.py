@@ -4,6 +4,8 @@ One Verilator build of :class:`rtl.pe.pe.PE` with its default parameters (the on
 instantiates) is shared by every bench; each pytest case runs one cocotb test.
 """
 
+import functools
+
 import pytest
 
 from tb import sim
@@ -11,14 +13,17 @@ from tb import sim
 pytestmark = pytest.mark.rtl
 
 
+@functools.lru_cache(maxsize=None)
 def pe_build():
-    """The Verilator model of the default PE (built once, then cached)."""
+    """The Verilator model of the default PE (built once, then cached; converted to Verilog
+    once per test process)."""
     from tb.pe_driver import bench_verilog
     return sim.build("pe_bench", bench_verilog())
 
 
 @pytest.mark.parametrize("testcase,tb_params,timeout", [
     ("tensor_ops", {"seed": 1}, 600),
+    ("op_chains", {"seed": 1, "count": 40}, 300),
     ("weight_stream", {"seed": 1, "tokens": [4, 8, 16, 32], "features": 64}, 300),
     ("gemm_column", {"seed": 2}, 300),
     ("overlap", {"seed": 3}, 300),

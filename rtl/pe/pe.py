@@ -524,8 +524,16 @@ class PE(wiring.Component):
         # Error of this launch: the first failing check, in a fixed order.
         l1_err_code = Signal(4)
         l1_err_info = Signal(8)
-        checks = [(op_bad | s_bad | clear_bad, ErrorCode.BAD_OPERAND,
-                   Mux(s_bad, s_id, Mux(clear_bad, l1_req.a, 0x3F)))]
+        # Both sources on one fabric color: they would pop the same queue and read the same
+        # wavelets (n of every 2n lost), so the launch is refused.
+        fin_twice = op_uses_b & (L["a"]["kind"] == _K["FIN"]) & (L["b"]["kind"] == _K["FIN"]) \
+            & (L["a"]["cur"][:5] == L["b"]["cur"][:5])
+        checks = [(op_bad | s_bad | clear_bad | fin_twice, ErrorCode.BAD_OPERAND,
+                   Mux(s_bad, s_id, Mux(clear_bad, l1_req.a, Mux(fin_twice, l1_req.b, 0x3F))))]
+        # The datapath rounds an FMAC to FP32 first: into FP16 that would be two roundings
+        # (SPEC 6 wants one), so such a launch is refused rather than silently inexact.
+        fmac16 = op_uses_s & (L["dst"]["dtype"] == DType.FP16.value)
+        checks.append((fmac16, ErrorCode.UNSUPPORTED, l1_req.dst))
         for key, code in (("bad_operand", ErrorCode.BAD_OPERAND),
                           ("bad_color", ErrorCode.BAD_COLOR),
                           ("zero", ErrorCode.ZERO_LENGTH), ("misaligned", ErrorCode.MISALIGNED),
@@ -743,6 +751,8 @@ class PE(wiring.Component):
             for st in stage[1:4]:
                 raw_terms.append(_is(kind, *_ADDRESSED) & st["valid"] & st["w_valid"]
                                  & (st["w_space"] == space) & (st["w_line"] == cur[2:]))
+                raw_terms.append((kind == _K["ACC"]) & st["valid"] & st["clear"]
+                                 & (st["clr_addr"][2:] == cur[2:]))
         raw_hit = _sig(m, Cat(*raw_terms).any(), "i_raw_hit")
         i_go = _sig(m, any_elig & ~bank_conflict & ~raw_hit, "i_go", 1)
         m.d.sync += [ab_paid.eq(any_elig & conflict_ab & ~i_go), ab_paid_thread.eq(sel)]
@@ -823,9 +833,11 @@ class PE(wiring.Component):
             "dst_kind": d["kind"], "dst_dtype": d["dtype"], "dst_addr": d["cur"],
             "raw": (i_op == _OP["FMOV"]) & (d["dtype"] == I["a"]["dtype"]),
             "wmask": mask_d, "clear": i_clear, "clr_addr": I["a"]["cur"],
-            "w_valid": dst_sram | dst_acc | i_clear,
+            # The destination's pending write; a clear_a adds a second one, of the
+            # accumulator line at clr_addr (the destination is then SRAM or a stream).
+            "w_valid": dst_sram | dst_acc,
             "w_space": Mux(dst_sram, SPACE_SRAM, SPACE_ACC),
-            "w_line": Mux(i_clear, I["a"]["cur"][2:], d["cur"][2:]),
+            "w_line": d["cur"][2:],
             "s_value": c_rd["s"].data[:32], "s16": c_rd["s"].data[32],
         }
         for r in ("a", "b"):

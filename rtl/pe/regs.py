@@ -94,6 +94,7 @@ class ErrorCode(enum.Enum, shape=4):
     FIFO_OVERFLOW = 7    #: a push of more elements than the FIFO has room for
     FIFO_UNDERFLOW = 8   #: a pop of more elements than the FIFO holds
     TRIGGER_OVERRUN = 9  #: a host trigger written while the previous one is pending
+    UNSUPPORTED = 10     #: an FMAC into an FP16 destination (it would round twice)
 
 
 class Reg(py_enum.IntEnum):
