@@ -155,10 +155,10 @@ def _position(mapping, x):
 
 
 #: Clear the accumulators with a launch of their own (``FMOV null <- acc``, ``clear_a``)
-#: where a final sum goes to SRAM, instead of ``clear_a`` on the storing launch: the PE
-#: before the fix of docs/fabric.md section 9.1 did not order such a clear against later
-#: FMACs. With it False the recipe is exactly docs/pe.md section 9.
-CLEAR_SEPARATELY = True
+#: where a final sum goes to SRAM, instead of ``clear_a`` on the storing launch. The PE once
+#: did not order such a clear against later FMACs (fixed, with the directed bench case
+#: ``clear_then_reuse``); False, the default, is exactly the recipe of docs/pe.md section 9.
+CLEAR_SEPARATELY = False
 
 
 def _launch(op, dst, a=R.DSR_NONE, b=R.DSR_NONE, s=R.DSR_NONE, **fields):
