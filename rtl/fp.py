@@ -17,7 +17,7 @@ so each accepted transfer leaves exactly ``latency`` advances later, in order, w
 for use inline in the PE datapath. ``docs/fp_units.md`` explains the algorithm and choices.
 """
 
-from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
 from amaranth.hdl import EnableInserter
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -180,10 +180,19 @@ class FPOp(enum.Enum, shape=2):
 
 # --- combinational building blocks ----------------------------------------------------------
 
+def _wire(m, value, name, shape=None):
+    """``value`` as a named combinational signal, so that it is built once however often it
+    is used (Amaranth re-emits an expression at every use) and reads well in the Verilog."""
+    signal = Signal(value.shape() if shape is None else shape, name=name)
+    m.d.comb += signal.eq(value)
+    return signal
+
+
 def _leading_zeros(value):
     """Number of leading zeros of ``value`` (its width when ``value`` is zero).
 
-    A tree of halves, so the logic depth grows with log2 of the width.
+    A tree of halves, so the logic depth grows with log2 of the width; the tests at each
+    level are independent, which Verilator compiles into short branch-free code.
     """
     width = len(value)
     if width == 1:
@@ -193,25 +202,30 @@ def _leading_zeros(value):
     return Mux(upper.any(), _leading_zeros(upper), len(upper) + _leading_zeros(lower))
 
 
-def _wire(m, value, name, shape=None):
-    """``value`` as a named combinational signal, so that it is built once however often it
-    is used (Amaranth re-emits an expression at every use) and reads well in the Verilog."""
-    signal = Signal(value.shape() if shape is None else shape, name=name)
-    m.d.comb += signal.eq(value)
-    return signal
+def _normalize(m, value, name):
+    """``value`` shifted left until its top bit is set, and the shift (its leading zeros).
+
+    The shift is kept to ``len(value)`` bits: the Verilog shifter's result is wider, but
+    only its low bits are used, so Verilator computes it as one native shift.
+    """
+    width = len(value)
+    lz = _wire(m, _leading_zeros(value), f"{name}_lz", bits_for(width))
+    return _wire(m, (value << lz)[:width], name), lz
 
 
-def _clamp(m, value, lo, hi, name):
-    """``value`` limited to ``[lo, hi]`` (``lo >= 0``), as an unsigned signal."""
-    value = _wire(m, value, f"{name}_raw")
-    return _wire(m, Mux(value < lo, lo, Mux(value > hi, hi, value)), name, bits_for(hi))
+def _lost_bits(value, amount):
+    """Whether ``value >> amount`` drops a set bit (``amount <= len(value)``): ``value``
+    under a mask of its ``amount`` low bits, made by shifting a constant right (a left shift
+    by a variable would widen the value in the Verilog)."""
+    width = len(value)
+    return (value & (Const((1 << width) - 1, width) >> (width - amount)[:bits_for(width)])) != 0
 
 
 def _shift_right_sticky(m, value, amount, name):
-    """``value >> amount`` and whether any set bit was shifted out (``amount <= len(value)``)."""
-    width = len(value)
-    shifted = _wire(m, Cat(Const(0, width), value) >> amount, f"{name}_ext")
-    return shifted[width:], shifted[:width].any()
+    """``value >> amount`` and whether any set bit was shifted out (``amount <= len(value)``),
+    both as wide as ``value``."""
+    return (_wire(m, value >> amount, f"{name}_shifted"),
+            _wire(m, _lost_bits(value, amount), f"{name}_lost"))
 
 
 class _ArgumentChecks:
@@ -247,31 +261,45 @@ def _check_lanes_tag(lanes, tag_width):
 
 
 class _Unpacked:
-    """Fields of one operand: sign, unbiased exponent of the leading significand bit, the
-    significand normalised so that its top bit is set (zero for a zero), and class flags."""
+    """Fields of one operand: sign, class flags, the significand with its hidden bit, and
+    the exponent of the significand's top bit.
 
-    def __init__(self, m, fmt, bits, exp_width, name):
+    Exponents are *unsigned*, offset by ``exp_offset`` (``exp = e + exp_offset`` for a top
+    bit of weight ``2**e``, modulo ``2**exp_width``): plain unsigned adds and compares,
+    cheaper in a simulator than signed arithmetic. The caller picks an offset that keeps
+    every non-zero operand's exponent in range; a zero's exponent is meaningless.
+
+    With ``normalize`` the significand is shifted so that its top bit is set (subnormals
+    look like normal numbers with a smaller exponent); without, a subnormal keeps its
+    leading zeros and the exponent of ``emin``.
+    """
+
+    def __init__(self, m, fmt, bits, name, exp_width, exp_offset, normalize=True):
         frac = fmt.fraction(bits)
         efield = fmt.exponent(bits)
         subnormal = _wire(m, efield == 0, f"{name}_subnormal")
-        raw_sig = _wire(m, Cat(frac, ~subnormal), f"{name}_raw_sig")
-        lz = _wire(m, _leading_zeros(raw_sig), f"{name}_lz")
         self.sign = fmt.sign(bits)
         self.zero = fmt.is_zero(bits)
         self.inf = fmt.is_inf(bits)
         self.nan = fmt.is_nan(bits)
-        self.sig = Signal(fmt.precision, name=f"{name}_sig")
-        self.exp = Signal(signed(exp_width), name=f"{name}_exp")
-        m.d.comb += [
-            self.sig.eq(raw_sig << lz),
-            self.exp.eq(Mux(subnormal, fmt.emin, efield - fmt.bias) - lz),
-        ]
+        self.efield, self.subnormal = efield, subnormal
+        raw_sig = _wire(m, Cat(frac, ~subnormal), f"{name}_raw_sig")
+        # max(efield, 1), plus the offset and minus the bias
+        exp = efield + subnormal + (exp_offset - fmt.bias) % (1 << exp_width)
+        if normalize:
+            sig, lz = _normalize(m, raw_sig, f"{name}_norm")
+            self.sig = _wire(m, sig, f"{name}_sig")
+            self.exp = _wire(m, exp - lz, f"{name}_exp", exp_width)
+        else:
+            self.sig = raw_sig
+            self.exp = _wire(m, exp, f"{name}_exp", exp_width)
 
 
-def _round_and_pack(m, fmt, sign, exp, sig, name):
-    """Round ``sig`` (top bit of weight ``2**exp``) to ``fmt`` bits, RNE.
+def _round_and_pack(m, fmt, sign, exp, sig, name, exp_offset):
+    """Round ``sig`` (top bit of weight ``2**(exp - exp_offset)``) to ``fmt`` bits, RNE.
 
-    ``sig`` must have its top bit set unless ``exp <= fmt.emin`` (or it is zero, giving a
+    ``exp`` is unsigned, offset by ``exp_offset`` (see :class:`_Unpacked`). ``sig`` must
+    have its top bit set unless the exponent is at most ``fmt.emin`` (or be zero, giving a
     signed zero). Below ``emin`` the significand is first shifted to the subnormal position,
     collecting a sticky bit; overflow gives infinity. NaN and infinity inputs are the caller's.
     """
@@ -279,17 +307,22 @@ def _round_and_pack(m, fmt, sign, exp, sig, name):
     if len(sig) < p + 2:
         sig = Cat(Const(0, p + 2 - len(sig)), sig)
     width = len(sig)
-    tiny = _wire(m, exp < fmt.emin, f"{name}_tiny")
-    shift = _clamp(m, fmt.emin - exp, 0, width, f"{name}_denorm_shift")
+    emin = fmt.emin + exp_offset
+    tiny = _wire(m, exp < emin, f"{name}_tiny")
+    below = _wire(m, emin - exp, f"{name}_below", len(exp))   # meaningful when tiny
+    shift = _wire(m, Mux(tiny, Mux(below > width, width, below), 0), f"{name}_denorm_shift",
+                  bits_for(width))
     shifted, lost = _shift_right_sticky(m, sig, shift, f"{name}_denorm")
     mant = _wire(m, shifted[width - p:], f"{name}_mant")
     guard = shifted[width - p - 1]
-    sticky = shifted[:width - p - 1].any() | lost
+    sticky = (shifted[:width - p - 1] != 0) | lost
     round_up = _wire(m, guard & (sticky | mant[0]), f"{name}_round_up")
+    # The biased exponent minus one (0 for a subnormal), never negative here.
+    field = _wire(m, Mux(tiny, emin, exp) - (exp_offset - fmt.bias + 1), f"{name}_field",
+                  len(exp) + 1)
     # The hidden bit adds into the exponent field: a subnormal that rounds up to 2**emin, and
     # a carry out of the significand, both land on the right encoding without a special case.
-    packed = _wire(m, ((Mux(tiny, fmt.emin, exp) + (fmt.bias - 1)) << fmt.man_bits)
-                   + (mant + round_up), f"{name}_packed")
+    packed = _wire(m, Cat(Const(0, fmt.man_bits), field) + (mant + round_up), f"{name}_packed")
     magnitude = Mux(packed >= fmt.inf_bits, fmt.inf_bits, packed[:fmt.width - 1])
     return _wire(m, Cat(magnitude, sign), f"{name}_bits")
 
@@ -321,35 +354,51 @@ def fp_neg(m, fmt, a):
 
 
 def _widen(m, src, dst, x):
-    """Exact conversion to a format whose normal range covers every ``src`` value."""
+    """Exact conversion to a format whose normal range covers every ``src`` value.
+
+    One ``If`` chain with the common case (a normal number: re-bias the exponent) first and
+    the leading-zero count inside the subnormal branch, so that a simulator evaluates it
+    only for subnormals (Verilator keeps the branches of a process).
+    """
     if not (dst.man_bits >= src.man_bits
             and dst.emin <= src.emin - src.man_bits and dst.emax >= src.emax):
         raise ValueError(f"{dst!r} does not hold every value of {src!r} exactly")
-    u = _Unpacked(m, src, x, bits_for(dst.bias) + 2, "widen")
+    sign, efield, frac = src.sign(x), src.exponent(x), src.fraction(x)
+    pad = Const(0, dst.man_bits - src.man_bits)
     result = Signal(dst.width, name="widen_result")
-    normal = Cat(Const(0, dst.man_bits - src.man_bits), u.sig[:src.man_bits],
-                 (u.exp + dst.bias)[:dst.exp_bits], u.sign)
-    with m.If(u.nan):
-        m.d.comb += result.eq(dst.nan_bits)
-    with m.Elif(u.inf):
-        m.d.comb += result.eq(Cat(Const(dst.inf_bits, dst.width - 1), u.sign))
-    with m.Elif(u.zero):
-        m.d.comb += result.eq(Cat(Const(0, dst.width - 1), u.sign))
-    with m.Else():
-        m.d.comb += result.eq(normal)
+    lz = Signal(bits_for(src.man_bits), name="widen_lz")
+    with m.If((efield != 0) & (efield != src.exp_field_max)):
+        m.d.comb += result.eq(Cat(pad, frac, (efield + (dst.bias - src.bias))[:dst.exp_bits],
+                                  sign))
+    with m.Elif(efield != 0):                     # infinity or NaN
+        m.d.comb += result.eq(Mux(frac != 0, dst.nan_bits,
+                                  Cat(Const(dst.inf_bits, dst.width - 1), sign)))
+    with m.Elif(frac == 0):
+        m.d.comb += result.eq(Cat(Const(0, dst.width - 1), sign))
+    with m.Else():                                # subnormal: its top bit becomes hidden
+        m.d.comb += [
+            lz.eq(_leading_zeros(frac)),
+            result.eq(Cat(pad, (frac << (lz + 1))[:src.man_bits],
+                          ((src.emin - 1 + dst.bias) - lz)[:dst.exp_bits], sign)),
+        ]
     return result
 
 
 def _narrow(m, src, dst, x):
     """Conversion rounding to nearest even, with subnormal results and overflow to inf."""
-    u = _Unpacked(m, src, x, bits_for(src.bias + src.precision) + 2, "narrow")
+    # A subnormal of ``src`` needs no normalisation when ``src.emin <= dst.emin``: its top
+    # bit is then at or below dst's emin, where the rounder takes unnormalised significands.
+    normalize = src.emin > dst.emin
+    offset = src.bias + (src.precision if normalize else 0)      # keeps exponents >= 0
+    u = _Unpacked(m, src, x, "narrow", bits_for(offset + src.emax), offset, normalize)
     result = Signal(dst.width, name="narrow_result")
     with m.If(u.nan):
         m.d.comb += result.eq(dst.nan_bits)
     with m.Elif(u.inf):
         m.d.comb += result.eq(Cat(Const(dst.inf_bits, dst.width - 1), u.sign))
     with m.Else():  # zeros come out of the rounder as signed zeros
-        m.d.comb += result.eq(_round_and_pack(m, dst, u.sign, u.exp, u.sig, "narrow"))
+        m.d.comb += result.eq(_round_and_pack(m, dst, u.sign, u.exp, u.sig, "narrow",
+                                                     offset))
     return result
 
 
@@ -385,9 +434,9 @@ def _pipeline_control(m, i, o, latency):
 
 
 def _delay(m, value, latency, advance, name):
-    """``value`` carried through ``latency`` enabled registers."""
+    """``value`` carried through ``latency`` enabled registers (data: not reset)."""
     for stage in range(latency):
-        staged = Signal.like(value, name=f"{name}_{stage + 1}")
+        staged = Signal.like(value, name=f"{name}_{stage + 1}", reset_less=True)
         with m.If(advance):
             m.d.sync += staged.eq(value)
         value = staged
@@ -400,58 +449,69 @@ class _FMALane(Elaboratable):
     """One lane of :class:`FMAUnit`: three register stages, every register always enabled
     (the unit wraps the lane in an ``EnableInserter`` driven by its advance signal).
 
-    Stage ``x``: decode the op, unpack and normalise the operands, multiply the significands,
-    resolve NaN / infinity results. Stage ``a``: align the smaller operand to the larger into
-    a window with a sticky bit (round to odd), add or subtract. Stage ``n``: normalise,
-    shift to the subnormal position if needed, round to nearest even and pack.
+    Stage ``x``: decode the op, unpack the operands, multiply the significands, resolve
+    NaN / infinity results. Stage ``a``: normalise the product, align the smaller operand to
+    the larger into a window with a sticky bit (round to odd), add or subtract. Stage ``n``:
+    normalise, shift to the subnormal position if needed, round to nearest even and pack.
+    For the PE's formats no value computed on is wider than 64 bits (a simulator's native
+    integer), and exponents are unsigned with an offset (see :class:`_Unpacked`).
     """
 
     def __init__(self, in_fmt, out_fmt):
         self.in_fmt = in_fmt
         self.out_fmt = out_fmt
-        self.op = Signal(FPOp)
+        # The op, decoded once per unit (shared by its lanes): a*1 + b, the sign of b
+        # flipped, a*b + (-0).
+        self.add_b = Signal()
+        self.negate_b = Signal()
+        self.drop_c = Signal()
         self.a = Signal(in_fmt.width)
         self.b = Signal(in_fmt.width)
         self.c = Signal(out_fmt.width)
-        self.result = Signal(out_fmt.width)
+        self.result = Signal(out_fmt.width, reset_less=True)
 
         pi, po = in_fmt.precision, out_fmt.precision
         self.prod_width = 2 * pi                      # exact product of two significands
         self.addend_width = max(pi, po)               # addend from c (out) or b (in, ADD/SUB)
         operand_width = max(self.prod_width, self.addend_width)
-        # Operands sit with their leading one at bit W-2 (W-1 takes the carry) and at least
-        # one zero bit below the larger one, so that the sticky bit at bit 0 is a round-to-odd;
+        # Operands sit with their top bit at W-2 (W-1 takes the carry) and at least one zero
+        # bit below the larger one, so that the sticky bit at bit 0 is a round-to-odd;
         # W >= po + 4 keeps that bit two places below the result's rounding position whenever
-        # anything was shifted out (exponent difference >= 2, so at most one bit cancels).
+        # anything was shifted out (docs/fp_units.md has the argument).
         self.window = max(operand_width + 2, po + 4)
         self.operand_width = operand_width
         lo = min(2 * (in_fmt.emin - in_fmt.man_bits), out_fmt.emin - out_fmt.man_bits,
                  in_fmt.emin - in_fmt.man_bits) - self.window - 4
         hi = max(2 * in_fmt.emax + 2, out_fmt.emax, in_fmt.emax) + 2
-        self.exp_width = bits_for(hi - lo) + 1        # signed: holds exponents and differences
+        self.exp_width = bits_for(hi - lo) + 1        # holds exponents and differences
+        self.exp_offset = 1 << (self.exp_width - 1)   # exponent e is held as e + offset
 
     def elaborate(self, platform):
         m = Module()
         fi, fo = self.in_fmt, self.out_fmt
-        ew, W, N = self.exp_width, self.window, self.operand_width
+        ew, K, W, N = self.exp_width, self.exp_offset, self.window, self.operand_width
         NP, NC = self.prod_width, self.addend_width
 
+        def datapath(shape, name):   # pipeline registers of the data: no reset needed
+            return Signal(shape, name=name, reset_less=True)
+
         # ---- stage x: decode, unpack, multiply, special results --------------------------
-        x_addsub = _wire(m, (self.op == FPOp.ADD) | (self.op == FPOp.SUB), "x_addsub")
+        x_addsub = self.add_b
         mul_b = _wire(m, Mux(x_addsub, fi.one_bits, self.b), "x_mul_b")              # a*1 + b
-        b_addend = _wire(m, self.b ^ Mux(self.op == FPOp.SUB, fi.sign_mask, 0), "x_b_addend")
-        c_addend = _wire(m, Mux(self.op == FPOp.MUL, fo.neg_zero_bits, self.c),     # a*b + (-0)
-                         "x_c_addend")
-        ua = _Unpacked(m, fi, self.a, ew, "x_a")
-        ub = _Unpacked(m, fi, mul_b, ew, "x_b")
+        b_addend = _wire(m, self.b ^ Cat(Const(0, fi.width - 1), self.negate_b), "x_b_addend")
+        c_addend = _wire(m, Mux(self.drop_c, fo.neg_zero_bits, self.c), "x_c_addend")
+        # No operand is normalised here: the product is normalised once, in stage a, and an
+        # unnormalised (subnormal) addend is exact where it lands (docs/fp_units.md).
+        ua = _Unpacked(m, fi, self.a, "x_a", ew, K, normalize=False)
+        ub = _Unpacked(m, fi, mul_b, "x_b", ew, K, normalize=False)
         if fi == fo:
             uc = _Unpacked(m, fo, _wire(m, Mux(x_addsub, b_addend, c_addend), "x_addend"),
-                           ew, "x_c")
+                           "x_c", ew, K, normalize=False)
             c_sign, c_exp, c_sig = uc.sign, uc.exp, uc.sig
             c_zero, c_inf, c_nan = uc.zero, uc.inf, uc.nan
         else:
-            ubc = _Unpacked(m, fi, b_addend, ew, "x_bc")
-            ucc = _Unpacked(m, fo, c_addend, ew, "x_cc")
+            ubc = _Unpacked(m, fi, b_addend, "x_bc", ew, K, normalize=False)
+            ucc = _Unpacked(m, fo, c_addend, "x_cc", ew, K, normalize=False)
 
             def pick(from_b, from_c, name):
                 return _wire(m, Mux(x_addsub, from_b, from_c), f"x_c_{name}")
@@ -470,19 +530,21 @@ class _FMALane(Elaboratable):
                     | (ua.inf & ub.zero) | (ua.zero & ub.inf)
                     | (p_inf & c_inf & (p_sign != c_sign)), "x_nan")
 
-        x_prod = Signal(NP)
-        x_prod_exp = Signal(signed(ew))   # weight of product bit NP-1
-        x_prod_sign = Signal()
-        x_prod_zero = Signal()
-        x_add_sig = Signal(NC)
-        x_add_exp = Signal(signed(ew))    # weight of addend bit NC-1
-        x_add_sign = Signal()
-        x_add_zero = Signal()
-        x_special = Signal()
-        x_special_bits = Signal(fo.width)
+        x_prod = datapath(NP, "x_prod")
+        x_prod_exp = datapath(ew, "x_prod_exp")   # weight of product bit NP-1
+        x_prod_sign = datapath(1, "x_prod_sign")
+        x_prod_zero = datapath(1, "x_prod_zero")
+        x_add_sig = datapath(NC, "x_add_sig")
+        x_add_exp = datapath(ew, "x_add_exp")     # weight of addend bit NC-1
+        x_add_sign = datapath(1, "x_add_sign")
+        x_add_zero = datapath(1, "x_add_zero")
+        x_special = datapath(1, "x_special")
+        x_special_bits = datapath(fo.width, "x_special_bits")
         m.d.sync += [
             x_prod.eq(ua.sig * ub.sig),
-            x_prod_exp.eq(ua.exp + ub.exp + 1),
+            # ea + eb + 1 + K, from the raw fields with every constant folded into one
+            x_prod_exp.eq(ua.efield + ua.subnormal + ub.efield + ub.subnormal
+                          + (K + 1 - 2 * fi.bias) % (1 << ew)),
             x_prod_sign.eq(p_sign),
             x_prod_zero.eq(ua.zero | ub.zero),
             x_add_sig.eq(c_sig),
@@ -495,11 +557,11 @@ class _FMALane(Elaboratable):
                                       Mux(p_inf, p_sign, c_sign)))),
         ]
 
-        # ---- stage a: align and add ------------------------------------------------------
-        a_prod_top = x_prod[NP - 1]       # product of normalised significands: 1 bit to fix
-        a_prod_sig = _wire(m, Mux(a_prod_top, x_prod, x_prod << 1), "a_prod_sig", NP)
-        a_prod_exp = _wire(m, Mux(a_prod_top, x_prod_exp, x_prod_exp - 1), "a_prod_exp",
-                           signed(ew))
+        # ---- stage a: normalise the product, align and add -------------------------------
+        a_prod_sig, a_prod_lz = _normalize(m, x_prod, "a_prod")
+        a_prod_exp = _wire(m, x_prod_exp - a_prod_lz, "a_prod_exp", ew)
+        # Exponents of zeros are meaningless: a zero is never the larger operand (unless
+        # both are zero), and a zero shifted by any distance is zero.
         a_prod_big = _wire(m, x_add_zero | (~x_prod_zero & (a_prod_exp >= x_add_exp)),
                            "a_prod_big")
 
@@ -510,22 +572,25 @@ class _FMALane(Elaboratable):
         a_add_win = in_window(x_add_sig, NC)
         a_big_win = _wire(m, Mux(a_prod_big, a_prod_win, a_add_win), "a_big_win")
         a_small_win = _wire(m, Mux(a_prod_big, a_add_win, a_prod_win), "a_small_win")
-        a_big_exp = _wire(m, Mux(a_prod_big, a_prod_exp, x_add_exp), "a_big_exp", signed(ew))
+        a_big_exp = _wire(m, Mux(a_prod_big, a_prod_exp, x_add_exp), "a_big_exp")
         a_small_exp = Mux(a_prod_big, x_add_exp, a_prod_exp)
         a_big_sign = Mux(a_prod_big, x_prod_sign, x_add_sign)
-        a_distance = _clamp(m, a_big_exp - a_small_exp, 0, W, "a_distance")
+        a_distance_raw = _wire(m, a_big_exp - a_small_exp, "a_distance_raw", ew)
+        a_distance = _wire(m, Mux(a_distance_raw > W, W, a_distance_raw), "a_distance",
+                           bits_for(W))
         a_aligned, a_lost = _shift_right_sticky(m, a_small_win, a_distance, "a_align")
         a_small_odd = _wire(m, a_aligned | a_lost, "a_small_odd")   # round to odd at bit 0
+        # Both operands are below 2**(W-1): a sum fits W bits, a difference's sign is bit W.
         a_diff = _wire(m, Mux(x_prod_sign ^ x_add_sign, a_big_win - a_small_odd,
-                              a_big_win + a_small_odd), "a_diff", signed(W + 1))
-        a_negative = a_diff < 0
+                              a_big_win + a_small_odd), "a_diff", W + 1)
+        a_negative = a_diff[W]
 
-        a_sum = Signal(W)
-        a_exp = Signal(signed(ew))        # weight of window bit W-2
-        a_sign = Signal()
-        a_zero_sign = Signal()
-        a_special = Signal()
-        a_special_bits = Signal(fo.width)
+        a_sum = datapath(W, "a_sum")
+        a_exp = datapath(ew, "a_exp")             # weight of window bit W-2
+        a_sign = datapath(1, "a_sign")
+        a_zero_sign = datapath(1, "a_zero_sign")
+        a_special = datapath(1, "a_special")
+        a_special_bits = datapath(fo.width, "a_special_bits")
         m.d.sync += [
             a_sum.eq(Mux(a_negative, -a_diff, a_diff)),
             a_exp.eq(a_big_exp),
@@ -537,16 +602,17 @@ class _FMALane(Elaboratable):
         ]
 
         # ---- stage n: normalise, round, pack ---------------------------------------------
-        n_lz = _wire(m, _leading_zeros(a_sum), "n_lz")
-        n_norm = _wire(m, a_sum << n_lz, "n_norm", W)
-        n_exp = _wire(m, a_exp + 1 - n_lz, "n_exp", signed(ew))
-        n_rounded = _round_and_pack(m, fo, a_sign, n_exp, n_norm, "n")
+        n_norm, n_lz = _normalize(m, a_sum, "n_norm")
+        n_exp = _wire(m, a_exp + 1 - n_lz, "n_exp", ew)     # weight of n_norm's top bit
+        n_rounded = _round_and_pack(m, fo, a_sign, n_exp, n_norm, "n", K)
+        result = Signal.like(self.result, name="n_result")
         with m.If(a_special):
-            m.d.sync += self.result.eq(a_special_bits)
+            m.d.comb += result.eq(a_special_bits)
         with m.Elif(a_sum == 0):
-            m.d.sync += self.result.eq(Cat(Const(0, fo.width - 1), a_zero_sign))
+            m.d.comb += result.eq(Cat(Const(0, fo.width - 1), a_zero_sign))
         with m.Else():
-            m.d.sync += self.result.eq(n_rounded)
+            m.d.comb += result.eq(n_rounded)
+        m.d.sync += self.result.eq(result)
         return m
 
 
@@ -613,11 +679,15 @@ class FMAUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         advance = _pipeline_control(m, self.i, self.o, self.latency)
+        op = self.i.payload.op
+        add_b = _wire(m, (op == FPOp.ADD) | (op == FPOp.SUB), "x_add_b")
+        negate_b = _wire(m, op == FPOp.SUB, "x_negate_b")
+        drop_c = _wire(m, op == FPOp.MUL, "x_drop_c")
         for index in range(self._lanes):
             lane = _FMALane(self._in_fmt, self._out_fmt)
             m.submodules[f"lane{index}"] = EnableInserter(advance)(lane)
             m.d.comb += [
-                lane.op.eq(self.i.payload.op),
+                lane.add_b.eq(add_b), lane.negate_b.eq(negate_b), lane.drop_c.eq(drop_c),
                 lane.a.eq(self.i.payload.a[index]),
                 lane.b.eq(self.i.payload.b[index]),
                 lane.c.eq(self.i.payload.c[index]),

@@ -259,10 +259,49 @@ FMA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("in_fmt, out_fmt, lanes, count", FMA_CASES)
-def test_fma_unit(in_fmt, out_fmt, lanes, count):
-    rng = random.Random(in_fmt.width * 100 + out_fmt.width)
-    vectors = fma_vectors(rng, in_fmt, out_fmt, count)
+def subnormal_addend_vectors(rng, in_fmt, out_fmt, count):
+    """(op, a, b, c) with a subnormal addend beside a product of about its size.
+
+    FMA: ``c`` a subnormal of ``out_fmt`` (the unit aligns it unnormalised, its top at
+    ``emin``) and ``a*b`` within a few binades of c's leading bit, either sign, so that the
+    product is sometimes the larger one although its exponent is smaller, and the two
+    cancel. ADD/SUB: ``b`` a subnormal of ``in_fmt`` beside ``a`` of about its size (in a
+    mixed unit that addend is normalised first).
+    """
+    def value(fmt, exp, sign):          # a normal with leading bit 2**exp, random fraction
+        return (sign << (fmt.width - 1)) | ((exp + fmt.bias) << fmt.man_bits) | \
+            rng.getrandbits(fmt.man_bits)
+
+    def subnormal(fmt):                 # random leading zeros; returns (bits, leading exp)
+        frac = max(rng.getrandbits(fmt.man_bits) >> rng.randrange(fmt.man_bits), 1)
+        bits = (rng.getrandbits(1) << (fmt.width - 1)) | frac
+        return bits, fmt.emin - fmt.man_bits + frac.bit_length() - 1
+
+    vectors = []
+    for _ in range(50 * count):
+        if len(vectors) >= count:
+            break
+        if rng.random() < 0.5:
+            c, e_c = subnormal(out_fmt)
+            target = e_c + rng.randint(-3, 2)           # the product's leading exponent
+            lo, hi = max(in_fmt.emin, target - in_fmt.emax), min(in_fmt.emax,
+                                                                 target - in_fmt.emin)
+            if lo > hi:
+                continue                                # out of reach (mixed formats)
+            e_a = rng.randint(lo, hi)
+            vectors.append((FPOp.FMA, value(in_fmt, e_a, rng.getrandbits(1)),
+                            value(in_fmt, target - e_a, rng.getrandbits(1)), c))
+        else:
+            b, e_b = subnormal(in_fmt)
+            e_a = max(e_b + rng.randint(-2, 3), in_fmt.emin)
+            a = value(in_fmt, e_a, rng.getrandbits(1)) if e_a > in_fmt.emin + 1 or \
+                rng.random() < 0.5 else subnormal(in_fmt)[0]
+            vectors.append((rng.choice([FPOp.ADD, FPOp.SUB]), a, b, 0))
+    return vectors
+
+
+def check_fma_unit(in_fmt, out_fmt, lanes, vectors, seed):
+    """Stream ``vectors`` through an FMAUnit; check every result against both references."""
     # One op per transfer: group the vectors by op, then split into lane-wide transfers.
     transfers, operands = [], []
     for op in FPOp:
@@ -273,7 +312,7 @@ def test_fma_unit(in_fmt, out_fmt, lanes, count):
                "c": [c for _, _, c in chunk], "tag": index % 256}
               for index, (op, chunk) in enumerate(transfers)]
     dut = FMAUnit(in_fmt, out_fmt, lanes, tag_width=8)
-    received = run_stream(dut, inputs, seed=count)
+    received = run_stream(dut, inputs, seed=seed)
 
     assert [tag for _, tag in received] == [t["tag"] for t in inputs]
     got, want, ops = [], [], []
@@ -300,6 +339,22 @@ def test_fma_unit(in_fmt, out_fmt, lanes, count):
             continue
         for (a, b, c), result in zip(chunk, results):
             assert result == int(fn(a, b, c)), (op.name, hex(a), hex(b), hex(c), hex(result))
+
+
+@pytest.mark.parametrize("in_fmt, out_fmt, lanes, count", FMA_CASES)
+def test_fma_unit(in_fmt, out_fmt, lanes, count):
+    rng = random.Random(in_fmt.width * 100 + out_fmt.width)
+    check_fma_unit(in_fmt, out_fmt, lanes, fma_vectors(rng, in_fmt, out_fmt, count), count)
+
+
+@pytest.mark.parametrize("in_fmt, out_fmt, lanes, count", FMA_CASES)
+def test_fma_unit_subnormal_addend(in_fmt, out_fmt, lanes, count):
+    """The unit aligns an addend of the result's format without normalising it: a
+    subnormal c (or b) of any leading-zero count against products of about its size."""
+    rng = random.Random(in_fmt.width * 100 + out_fmt.width + 1)
+    vectors = subnormal_addend_vectors(rng, in_fmt, out_fmt, count)
+    assert sum(op == FPOp.FMA for op, *_ in vectors) > count // 4 or in_fmt != out_fmt
+    check_fma_unit(in_fmt, out_fmt, lanes, vectors, count + 1)
 
 
 def test_fma_unit_signed_zeros_and_specials():
