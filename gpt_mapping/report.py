@@ -65,6 +65,8 @@ def _op_row(rec, lanes_pes):
                 **rec.layer,
                 "input_shape": list(rec.in16.shape),
                 "fmac_lane_ops": int(g.fmac_lane_ops),
+                "predicted_cycles": (int(g.details["predicted_cycles"])
+                                     if "predicted_cycles" in g.details else None),
                 "wavelets_per_port": dict(zip(("N", "E", "S", "W", "RAMP"),
                                               (int(v) for v in g.links.sum(axis=(0, 1))))),
                 "util_min_max": [_num(g.util.min()), _num(g.util.max())],

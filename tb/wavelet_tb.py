@@ -1,6 +1,6 @@
 """cocotb bench: the Verilog view of the wavelet agrees with the Python packers.
 
-The top is :class:`tests.test_wavelet.WaveletProbe`: it views a 32-bit input word as a
+The top is :class:`tb.wavelet_probe.WaveletProbe`: it views a 32-bit input word as a
 :class:`rtl.wavelet.Wavelet` and drives each field onto its own output port, and rebuilds a
 word from field inputs. Random words must round-trip through both directions.
 """

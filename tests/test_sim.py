@@ -7,7 +7,7 @@ import pytest
 
 from rtl.export import to_verilog
 from tb import sim
-from tests.test_wavelet import WaveletProbe
+from tb.wavelet_probe import WaveletProbe
 
 pytestmark = pytest.mark.rtl
 
