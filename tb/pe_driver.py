@@ -20,7 +20,6 @@ settled) and sampled in the read-only phase before the next edge.
 import random
 from collections import defaultdict, deque
 
-import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, ReadWrite, RisingEdge
 
@@ -50,7 +49,7 @@ class PEBench:
 
     async def start(self):
         """Start the clock and reset the PE."""
-        cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
+        Clock(self.dut.clk, 10, unit="ns").start()
         d = self.dut
         d.rst.value = 1
         d.rx__valid.value = 0

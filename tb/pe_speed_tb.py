@@ -21,7 +21,7 @@ from tb.sim import params
 async def speed(dut):
     p = params()
     cycles = p.get("cycles", 50000)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    Clock(dut.clk, 10, unit="ns").start()
     dut.rst.value = 1
     dut.rx__valid.value = 0
     dut.tx__ready.value = (1 << 24) - 1
