@@ -1,26 +1,35 @@
 """Analytical model of the weight-streaming GEMM schedule: fabric cycles and FMAC utilization.
 
-It predicts what the RTL fabric will measure, from the mapping and the per-(column, n) counts
-of streamed weights (:func:`gpt_mapping.streams.nonzero_counts`). Every latency and rate is an
-explicit field of :class:`PerfParams`, to be calibrated against the RTL's counters (target:
-within 10 %). The model and its derivation are in docs/gemm.md; in short:
+It predicts what the RTL fabric measures, from the mapping and the per-(column, n) counts of
+streamed weights (:func:`gpt_mapping.streams.nonzero_counts`). Every latency, depth and rate
+is an explicit field of :class:`PerfParams`, each the value of a piece of the hardware
+(rtl/pe/pe.py, rtl/router.py; docs/pe.md), and the terms follow the PE recipe of
+gpt_mapping/fabric_run.py. The derivation is in docs/gemm.md; in short:
 
 * The rows run the same schedule in parallel; the column's weight stream is multicast to all
   of them, so the row with the most tokens (the *critical row*: T_y, T_pad) sets the pace.
-* Column x spends, per output n, a *step* of ``max(datapath, ramp-in)`` cycles:
-  datapath = nnz(x, n) * max(ceil(T_pad / lanes), accumulate_interval, task_interval) FMAC
-  cycles (calibrated on the RTL: docs/fabric.md) + the reduction's own vector work
-  (FP32 adds at 2 lanes, FP16 convert/store at 4 lanes) + ``command_cycles``;
-  ramp-in = the wavelets the PE must take in: nnz(x, n) weights + 1 command + 2 T_y partial
-  sums from the west (x > 0) + T_y FP16 results tapped from the return path (x < W - 1).
-* FMACs of n start when those of n - 1 are done and an accumulator buffer is free
-  (``accumulator_buffers`` = 2: the reduction of n overlaps the FMACs of n + 1).
-* The reduction of n streams through the row: column x starts it once its FMACs of n are done
-  (+ ``fmac_latency``), the partial sums from x - 1 have arrived (chain hop ``2 router +
-  ramp + fadd`` latency) and its RAMP output is done with n - 1; it occupies the link for
-  2 T_y cycles (FP32 = 2 wavelets). The east end rounds to FP16 and returns the result
-  westward to the owner column.
-* Fill: the first weight reaches the critical row after (y + 1) router hops + the RAMP.
+* Column x spends, per output n, a *step*: the most of four resources it needs for n,
+  - the FMAC chain: every weight's FMAC re-reads the accumulator lines the previous one
+    wrote, so it issues ``max(g, pipeline_latency)`` cycles after it (g = T_pad / 4 vectors);
+  - the datapath: ``nnz * g`` FMAC issues plus the reduction's own vectors, which fill the
+    chain's idle cycles;
+  - the task launcher: ``task_interval`` cycles per weight, and ``launches + 1`` for the
+    reduction command;
+  - the RAMP input: the weights and the command, the 2 T_y partial-sum wavelets from the west
+    and the T_y results tapped from the return path, at most one wavelet per cycle, each
+    input stream in vectors that refill the PE's ``rx_depth``-deep queue after each issue.
+* FMACs of n start when those of n - 1 are done and the accumulator buffer of n is free
+  (:func:`accumulator_buffers` of them: the reduction of n overlaps the FMACs of n + 1).
+* The reduction of n is one micro-thread per PE, chained along the row: its timing is that of
+  the thread's vectors (:func:`reduction_thread`): 2 FP32 values per issue, the second half of
+  an accumulator line only ``pipeline_latency`` after the first (the first issue's ``clear_a``
+  of that line is still in the pipeline), an ``out_depth``-wavelet output buffer, a
+  ``rx_depth``-deep input queue refilled one wavelet per cycle, and ordering: the next output's
+  reduction thread on the same colors issues only once this one has sent its last wavelet
+  (``retire_latency`` after it). So column x starts the reduction of n once its FMACs are
+  written back, the first vector from x - 1 has arrived, and its reduction of n - 1 has
+  retired. The east end rounds to FP16 and returns the result westward to the owner column.
+* Fill: the first weight reaches the critical row after (y + 1) router hops and the RAMP.
 
 Cost is one loop over the N outputs with numpy vectors over the columns: GPT-2 sizes in well
 under a second.
@@ -32,60 +41,133 @@ import numpy as np
 
 from gpt_mapping.layout import GemmMapping
 
-__all__ = ["PerfParams", "PerfEstimate", "predict", "predict_from_weights",
-           "accumulator_buffers"]
+__all__ = ["PerfParams", "PerfEstimate", "ThreadTiming", "predict", "predict_from_weights",
+           "accumulator_buffers", "reduction_thread"]
 
 #: FP32 lanes of the datapath (SPEC 1: FP32 ops run 2 lanes).
 FP32_LANES = 2
+#: Wavelets of one FP32 value on the fabric (low half, high half).
+FP32_WAVELETS = 2
+#: PE launch stages: a launch accepted at t (L0) is decoded at t + 1 (L1) and its thread can
+#: issue at t + 2 (rtl/pe/pe.py).
+LAUNCH_TO_ISSUE = 2
 
 
 @dataclass(frozen=True)
 class PerfParams:
-    """Latencies (cycles) and rates of the schedule; calibrate against the RTL.
+    """Latencies (cycles), depths and rates of the schedule, each one of the hardware's.
 
-    Defaults: SPEC 3.2 for the router, docs/fp_units.md for the FP pipelines (FMA 3 cycles,
-    FP32 -> FP16 1 cycle); the rest are first guesses until the PE is measured.
-
-    router_latency:  one router traversal (SPEC 3.2: 1).
-    ramp_latency:    between a router's RAMP port and the PE's task/datapath.
-    fmac_latency:    FMAC pipeline depth: last weight accepted -> accumulators final.
-    fadd_latency:    FP32 add pipeline of one reduction step (s + P_x).
-    convert_latency: FP32 -> FP16 rounding at the chain's east end.
-    command_cycles:  datapath/scheduler cycles to start one reduction (per output, per PE).
-    weight_cycles:   extra cycles per streamed weight beyond its FMAC vectors (task dispatch).
-    inject_interval: cycles between wavelets injected at the north edge (1 = full rate).
-    accumulate_interval: fewest cycles between two FMACs issuing the same accumulator line
-                     (the result of one must be written before the next reads it: the PE's
-                     issue-to-write-back distance).
-    task_interval:   fewest cycles between two tasks started by the PE's task launcher.
-    reduce_ramp_overhead: percent of extra RAMP-input cycles per reduction wavelet (partial
-                     sums, results) beyond one per cycle: flow-control bubbles between the
-                     router and the PE's 4-deep color queues, measured on the RTL.
+    router_latency:   one router traversal (SPEC 3.2: 1).
+    ramp_latency:     router RAMP output -> the PE's input queue, visible to its scheduler.
+    pipeline_latency: datapath issue -> write-back. An issue may read a line written back
+                      in its own cycle (forwarding), so a line written by an issue at t is
+                      readable at t + pipeline_latency: the distance between two FMACs into
+                      the same accumulators, and between the two halves of an accumulator
+                      line that a reduction reads with ``clear_a``.
+    out_latency:      write-back into a thread's output buffer -> its first wavelet on tx.
+    retire_latency:   last wavelet of a fabric-output thread sent -> a thread ordered after
+                      it (same color) issues.
+    inject_interval:  cycles between wavelets injected at the north edge (1 = full rate).
+    task_interval:    cycles of the task launcher per one-launch task (pick/decode, launch);
+                      a task of e launches takes ``task_interval + e - 1``.
+    rx_depth:         wavelets of the PE's input queue per color: a fabric input issues a
+                      vector once it is queued whole, then the queue refills one per cycle.
+    out_depth:        wavelets a fabric-output thread buffers (its credits).
     max_accumulator_buffers: the PE program rotates through as many accumulator buffers as
-                     the cache holds for the largest T_pad, at least the mapping's
-                     ``accumulator_buffers`` and at most this many (0: exactly the
-                     mapping's). :func:`accumulator_buffers` is the rule.
+                      the cache holds for the largest T_pad, at least the mapping's
+                      ``accumulator_buffers`` and at most this many (0: exactly the
+                      mapping's). :func:`accumulator_buffers` is the rule.
     """
     router_latency: int = 1
     ramp_latency: int = 1
-    fmac_latency: int = 3
-    fadd_latency: int = 3
-    convert_latency: int = 1
-    command_cycles: int = 1
-    weight_cycles: int = 0
+    pipeline_latency: int = 4
+    out_latency: int = 1
+    retire_latency: int = 2
     inject_interval: int = 1
-    accumulate_interval: int = 4
     task_interval: int = 2
-    reduce_ramp_overhead: int = 10
+    rx_depth: int = 4
+    out_depth: int = 8
     max_accumulator_buffers: int = 4
 
     def __post_init__(self):
         for name, value in asdict(self).items():
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"PerfParams.{name} must be an int >= 0, not {value!r}")
-        if self.inject_interval < 1:
-            raise ValueError(f"PerfParams.inject_interval must be >= 1, "
-                             f"not {self.inject_interval}")
+        for name in ("inject_interval", "task_interval", "pipeline_latency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PerfParams.{name} must be >= 1, not {getattr(self, name)}")
+        if self.rx_depth < 2 * FP32_WAVELETS or self.out_depth < 2 * FP32_WAVELETS:
+            raise ValueError(f"PerfParams.rx_depth and out_depth must hold a 2-lane FP32 "
+                             f"vector ({2 * FP32_WAVELETS} wavelets), not "
+                             f"{self.rx_depth} / {self.out_depth}")
+
+
+@dataclass(frozen=True)
+class ThreadTiming:
+    """One reduction micro-thread, in cycles after its first issue (:func:`reduction_thread`).
+
+    issues:      datapath issues it makes.
+    last_issue:  its last issue.
+    first_out:   the last wavelet of its first output vector leaves the PE (what the next
+                 column waits for), or None without fabric output.
+    last_out:    its last wavelet leaves the PE, or None.
+    period:      the next thread ordered after it (same colors) may issue.
+    """
+    issues: int
+    last_issue: int
+    first_out: object
+    last_out: object
+    period: int
+
+
+def reduction_thread(values, params=None, *, fabric_in=False, out_wavelets=0, lanes=2,
+                     clear_pairs=True):
+    """Vector-level timing of one reduction micro-thread of the PE recipe.
+
+    ``values`` elements, ``lanes`` per issue (2 with an FP32 fabric input or output, 4
+    otherwise); ``fabric_in``: each issue waits for its vector's wavelets (2 per FP32 value)
+    to be queued whole, and the ``rx_depth``-deep queue refills one wavelet per cycle after
+    the issue that emptied it; ``out_wavelets``: wavelets each value sends (0: none, 1:
+    FP16, 2: FP32), at most ``out_depth`` outstanding, leaving ``pipeline_latency +
+    out_latency`` after the issue, one per cycle; ``clear_pairs``: two consecutive 2-lane
+    issues read the same accumulator line, which the first one clears, so the second waits
+    ``pipeline_latency``.
+    """
+    p = params or PerfParams()
+    issue, pops, prev = [], [], None
+    out_time = None
+    for start in range(0, values, lanes):
+        count = min(lanes, values - start)
+        if prev is None:
+            t = 0
+        else:
+            t = prev + 1
+            if clear_pairs and lanes == FP32_LANES and (start // lanes) % 2 == 1:
+                t = max(t, prev + p.pipeline_latency)
+            if fabric_in:
+                t = max(t, prev + 1 + count * FP32_WAVELETS)
+        waves = count * out_wavelets
+        if waves:
+            # Room for the vector in the output buffer: the wavelets issued before it, less
+            # out_depth - waves, must have left.
+            must_have_left = len(pops) - (p.out_depth - waves)
+            if must_have_left > 0:
+                t = max(t, pops[must_have_left - 1] + 1)
+            ready = t + p.pipeline_latency + p.out_latency
+            for _ in range(waves):
+                ready = max(ready, pops[-1] + 1) if pops else ready
+                pops.append(ready)
+                ready += 1
+            if out_time is None:
+                out_time = pops[-1]
+        issue.append(t)
+        prev = t
+    if pops:
+        period = pops[-1] + p.retire_latency
+    else:
+        period = issue[-1] + 1
+    return ThreadTiming(issues=len(issue), last_issue=issue[-1], first_out=out_time,
+                        last_out=pops[-1] if pops else None, period=period)
 
 
 @dataclass(frozen=True)
@@ -103,8 +185,9 @@ class PerfEstimate:
     t_pad: int
     cycles_per_weight: int
     fill_cycles: int
-    datapath_bound_steps: int     # (column, n) steps where the datapath is the bottleneck
-    ramp_bound_steps: int         # ... where the PE's RAMP input (reduction traffic) is
+    datapath_bound_steps: int     # (column, n) steps where the FMACs / datapath / launcher bind
+    ramp_bound_steps: int         # ... where the PE's RAMP input (reduction traffic) does
+    reduction_period: int         # cycles per output of the slowest reduction thread in a row
     busiest_column: int
     busiest_column_step_cycles: int
     params: PerfParams = field(default_factory=PerfParams)
@@ -131,6 +214,25 @@ def predict_from_weights(mapping, w16, params=None):
     """:func:`predict` with the counts taken from W (float16 [K, N])."""
     from gpt_mapping.streams import nonzero_counts
     return predict(mapping, nonzero_counts(mapping, w16), params)
+
+
+def _role_threads(t_y, lanes, p):
+    """The reduction threads of the recipe (gpt_mapping.fabric_run.pe_program) for T_y."""
+    return {
+        # west: FMOV red_out <- acc (clear_a): FP32 out, 2 lanes
+        "west": reduction_thread(t_y, p, out_wavelets=FP32_WAVELETS),
+        # middle: FADD red_out <- acc + red_in (clear_a): FP32 in and out
+        "middle": reduction_thread(t_y, p, fabric_in=True, out_wavelets=FP32_WAVELETS),
+        # east, partial: FADD res_out <- acc + red_in (clear_a): FP32 in, FP16 out
+        "east": reduction_thread(t_y, p, fabric_in=True, out_wavelets=1),
+        # east, final: FADD y_w <- acc + red_in (clear_a) into SRAM ...
+        "east_final": reduction_thread(t_y, p, fabric_in=True),
+        # ... then FMOV res_out <- y_r: FP16 out, 4 lanes
+        "east_return": reduction_thread(t_y, p, out_wavelets=1, lanes=lanes,
+                                        clear_pairs=False),
+        # one column: FMOV y_w <- acc (clear_a), 4 lanes, one line per issue
+        "single": reduction_thread(t_y, p, lanes=lanes, clear_pairs=False),
+    }
 
 
 def predict(mapping, nonzero, params=None):
@@ -162,42 +264,73 @@ def predict(mapping, nonzero, params=None):
     row = int(np.flatnonzero(t_rows == t_rows.max())[-1])
     t_y = int(t_rows[row])
     t_pad = int(mapping.t_pad_per_row[row])
-    fp16_vectors = -(-t_pad // lanes)
-    fp32_vectors = -(-t_pad // FP32_LANES)
-    # A weight's FMAC re-reads the accumulator lines the previous one wrote: it can issue a
-    # line only ``accumulate_interval`` cycles after the previous FMAC issued it; the task
-    # launcher starts one task per ``task_interval`` cycles.
-    cycles_per_weight = max(p.inject_interval, p.task_interval, p.accumulate_interval,
-                            fp16_vectors + p.weight_cycles)
+    g = -(-t_pad // lanes)                       # FMAC vectors per weight
+    threads = _role_threads(max(t_y, 1), lanes, p)
+    fp16_vectors = -(-t_y // lanes)              # 4-lane FP16 vectors of a result column
+    # An FMAC re-reads the accumulator lines the previous one of its output wrote.
+    cycles_per_weight = max(g, p.pipeline_latency, p.inject_interval)
 
     x = np.arange(width)
     owner = mapping.owner_column(np.arange(outputs))
     chained = width > 1
-    # Reduction work of each column per output, outside the FMACs.
-    # Chained: every column moves (x = 0) or adds (x > 0) its T_pad FP32 sums, 2 lanes wide;
-    # the east end then rounds them to FP16 (straight to memory when it owns n). Owners
-    # elsewhere store the FP16 results arriving on the return path.
-    reduce_vectors = (fp32_vectors if chained else 0) + np.where(x == width - 1, fp16_vectors, 0)
-    owner_store = (owner[:, None] == x) & (x != width - 1)
-    ramp_reduce = (np.where(x > 0, 2 * t_y, 0) + np.where(x < width - 1, t_y, 0)) if chained \
-        else np.zeros(width, dtype=np.int64)
-    # Cycles the RAMP output (chain) or the local store (1 column) is busy per output.
-    reduce_span = 2 * t_y if chained else fp16_vectors
-    hop = 2 * p.router_latency + p.ramp_latency + p.fadd_latency
-    ramp_offset = x * hop
-    buffers = accumulator_buffers(mapping, p)
+    east = width - 1
+    nz = nonzero.T                               # [N, width]
+    owns = owner[:, None] == x                   # [N, width]
 
-    # Step of every (n, column), vectorised: [N, width].
-    nz = nonzero.T
-    datapath = nz * cycles_per_weight + p.command_cycles + reduce_vectors \
-        + owner_store * fp16_vectors
-    ramp_in = (nz + 1) * p.inject_interval \
-        + -(-ramp_reduce * (100 + p.reduce_ramp_overhead) // 100)
-    step = np.maximum(datapath, ramp_in)
+    # --- per (n, x): the reduction thread of column x and what it costs the PE ------------
+    if chained:
+        role = np.where(x == 0, 0, np.where(x == east, 2, 1))
+        roles = [threads["west"], threads["middle"], threads["east"]]
+        red_issues = np.array([r.issues for r in roles])[role]
+        period = np.array([r.period for r in roles])[role]
+        first_out = np.array([r.first_out for r in roles[:2]] + [0])[role]
+        # the east end's own output: FADD into Y, then FMOV of Y to the return path
+        east_final = threads["east_final"].issues + threads["east_return"].issues
+        red_issues = np.where(owns & (x == east), east_final, red_issues)
+        period = np.where(owns & (x == east),
+                          max(threads["east_final"].period, threads["east_return"].period),
+                          period)
+        # results from the return path: drained, or stored by the owner
+        red_issues = red_issues + np.where(x < east, fp16_vectors, 0)
+        launches = np.where(x == east, np.where(owns, 2, 1), 2)
+        # RAMP input: 2 T_y partial-sum wavelets (x > 0), T_y results (x < W - 1). Each
+        # stream arrives in vectors (2 FP32 values, 4 FP16 values) that fill the color's
+        # queue; the cycle its issue empties the queue takes no wavelet of that color.
+        red_vectors = -(-t_y // FP32_LANES)
+        ramp_waves = np.where(x > 0, FP32_WAVELETS * t_y + red_vectors, 0) \
+            + np.where(x < east, t_y + fp16_vectors, 0)
+    else:
+        red_issues = np.full(width, threads["single"].issues)
+        period = np.full(width, 1)
+        first_out = np.zeros(width, dtype=np.int64)
+        launches = np.ones(width, dtype=np.int64)
+        ramp_waves = np.zeros(width, dtype=np.int64)
+    red_issues = np.broadcast_to(red_issues, (outputs, width))
+    period = np.broadcast_to(period, (outputs, width))
+    launches = np.broadcast_to(launches, (outputs, width))
+
+    chain = nz * cycles_per_weight
+    datapath = nz * g + red_issues
+    launcher = nz * p.task_interval + (p.task_interval + launches - 1)
+    ramp_in = (nz + 1) * p.inject_interval + ramp_waves
+    pe_step = np.maximum(np.maximum(chain, datapath), launcher)
+    step = np.maximum(pe_step, ramp_in)
     column_busy = step.sum(axis=0)
 
-    # The recurrence over outputs (max-plus; the chain along the row is a running maximum).
-    fill = (row + 1) * p.router_latency + p.ramp_latency
+    # Hop of the chain: the first vector of x - 1 has left its PE and crossed two routers
+    # into x's queue.
+    hop = first_out + 2 * p.router_latency + p.ramp_latency
+    hop = np.concatenate([[0], hop[:-1]])
+    offset = np.cumsum(hop)
+    buffers = accumulator_buffers(mapping, p)
+    # The reduction reads the accumulator lines the last FMAC wrote: its first line is
+    # written back pipeline_latency after that FMAC's first vector.
+    after_fmac = np.where(nz > 0, max(0, p.pipeline_latency - g), 0)
+
+    # --- the recurrence over outputs (max-plus; the chain along the row is a running max)
+    # Fill: the first weight crosses (row + 1) routers into the PE's queue, the launcher
+    # picks and launches it, and the launch takes LAUNCH_TO_ISSUE stages to its first issue.
+    fill = (row + 1) * p.router_latency + p.ramp_latency + p.task_interval + LAUNCH_TO_ISSUE
     fmac_done = np.full(width, fill, dtype=np.int64)
     chain_start = np.full(width, -(1 << 40), dtype=np.int64)
     freed = np.full((buffers, width), fill, dtype=np.int64)        # ring of buffer-free times
@@ -207,25 +340,32 @@ def predict(mapping, nonzero, params=None):
         free = freed[n % buffers]
         np.maximum(fmac_done, free, out=fmac_done)
         fmac_done += step[n]
-        # base = max(FMACs done + pipeline, RAMP output done with n - 1), minus the hop offset
-        np.add(chain_start, reduce_span - ramp_offset, out=chain_start)
-        np.add(fmac_done, p.fmac_latency, out=base)
-        base -= ramp_offset
+        # base = max(FMACs written back, reduction of n - 1 retired), minus the hop offset
+        if n:
+            chain_start += period[n - 1]
+        np.add(fmac_done, after_fmac[n], out=base)
         np.maximum(base, chain_start, out=base)
+        base -= offset
         np.maximum.accumulate(base, out=chain_start)
-        chain_start += ramp_offset
-        np.add(chain_start, reduce_span, out=free)
+        chain_start += offset
+        np.add(chain_start, period[n], out=free)
         east_start[n] = chain_start[-1]
-    end = east_start + reduce_span
+
+    # --- the tail: the last results reach their owners and are written back ---------------
     if chained:
-        end += p.fadd_latency + p.convert_latency
-        back = owner != width - 1
-        end[back] += (width - owner[back]) * p.router_latency + p.ramp_latency
+        back = owner != east
+        t_east = np.where(back, threads["east"].last_out,
+                          threads["east_final"].last_issue)
+        end = east_start + t_east
+        # the last result crosses to the owner, whose store issues once it is queued
+        end[back] += (east - owner[back]) * p.router_latency + p.router_latency \
+            + p.ramp_latency
+        end += p.pipeline_latency + 1
     else:
-        end += p.convert_latency
+        end = east_start + threads["single"].last_issue + p.pipeline_latency + 1
     done = int(end.max())
-    datapath_bound = int((datapath >= ramp_in).sum())
-    ramp_bound = datapath.size - datapath_bound
+    datapath_bound = int((pe_step >= ramp_in).sum())
+    ramp_bound = step.size - datapath_bound
 
     cycles = int(done)
     nnz = int(nonzero.sum())
@@ -238,5 +378,6 @@ def predict(mapping, nonzero, params=None):
         nonzero_weights=nnz, pes=mapping.num_pes, lanes=lanes, critical_row=row,
         tokens_critical_row=t_y, t_pad=t_pad, cycles_per_weight=cycles_per_weight,
         fill_cycles=fill, datapath_bound_steps=datapath_bound, ramp_bound_steps=ramp_bound,
+        reduction_period=int(period.max()),
         busiest_column=busiest, busiest_column_step_cycles=int(column_busy[busiest]),
         params=p)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .gpt import TORCH_REL_TOL
 
-__all__ = ["build_report", "format_report", "write_report", "speedup"]
+__all__ = ["build_report", "format_report", "write_report", "speedup", "sparse_speedup"]
 
 PRECISION = {
     "activations": "FP16 between every two operations (RNE); block input rounded once",
@@ -88,12 +88,74 @@ def speedup(dense_cycles, sparse_cycles):
     return dense_cycles / sparse_cycles
 
 
+def _predicted_cycles(gemm):
+    """The perf model's cycles of one GEMM of a run (its own cycles on the golden backend,
+    the prediction carried next to the counters on the RTL), or None."""
+    if gemm.kind == "predicted":
+        return int(gemm.cycles)
+    value = gemm.details.get("predicted_cycles")
+    return None if value is None else int(value)
+
+
+def sparse_speedup(run, dense):
+    """The ``sparse_speedup`` entry of a sparse run's report: dense over sparse fabric cycles,
+    both of the same kind.
+
+    ``dense`` is the dense :class:`BlockRun` or ``{gemm name: predicted cycles}``. When the
+    dense run and this run have cycles of one kind (both measured on the RTL, or both
+    predicted), those are divided (``basis`` = their kind). Otherwise, a measured sparse run
+    against a predicted dense figure, the speed-up is the model's: predicted dense over the
+    perf model's prediction for this sparse run (``basis`` = ``"predicted"``), and the
+    measured sparse cycles are given beside it, never divided by a predicted figure.
+    """
+    gemms = run.gemms
+    if hasattr(dense, "gemms"):
+        dense_cycles = {rec.name: int(rec.gemm.cycles) for rec in dense.gemms}
+        dense_kind = dense.kind
+        dense_predicted = {rec.name: _predicted_cycles(rec.gemm) for rec in dense.gemms}
+    else:
+        dense_cycles = {name: int(v) for name, v in dict(dense).items()}
+        dense_kind = "predicted"
+        dense_predicted = dense_cycles
+    if dense_kind == run.kind:
+        basis = run.kind
+        sparse_cycles = {rec.name: int(rec.gemm.cycles) for rec in gemms}
+    else:
+        basis = "predicted"
+        dense_cycles = dense_predicted
+        sparse_cycles = {rec.name: _predicted_cycles(rec.gemm) for rec in gemms}
+    names = [rec.name for rec in gemms]
+    complete = all(dense_cycles.get(n) is not None and sparse_cycles.get(n) is not None
+                   for n in names)
+    dense_total = sum(dense_cycles[n] for n in names) if complete else None
+    sparse_total = sum(sparse_cycles[n] for n in names) if complete else None
+    entry = {
+        "basis": basis,
+        "dense_fabric_cycles": dense_total,
+        "dense_cycles_kind": basis,
+        "sparse_fabric_cycles": sparse_total,
+        "sparse_cycles_kind": basis,
+        "speedup": _num(speedup(dense_total, sparse_total)),
+        "per_gemm": {n: _num(speedup(dense_cycles.get(n), sparse_cycles.get(n)))
+                     for n in names},
+        "note": "fabric GEMM cycles only; host operations are not timed in cycles",
+    }
+    if basis != run.kind:
+        entry["sparse_measured_fabric_cycles"] = int(sum(rec.gemm.cycles for rec in gemms))
+        entry["note"] += ("; no measured dense run: the speed-up is the perf model's "
+                          "(predicted dense / predicted sparse), the measured sparse cycles "
+                          "are given beside it")
+    return entry
+
+
 def build_report(run, dense=None, plots=()):
     """The JSON-ready report of a checked run.
 
     ``dense`` gives the sparse speed-up of a sparse run: either the dense :class:`BlockRun`
-    (both cycle counts of the same kind) or ``{gemm name: predicted cycles}`` of the dense
-    weights (:func:`gpt_mapping.gpt.predict_block_cycles`). ``plots`` lists the picture files.
+    or ``{gemm name: predicted cycles}`` of the dense weights
+    (:func:`gpt_mapping.gpt.predict_block_cycles`). The two sides of the ratio are always of
+    one kind (:func:`sparse_speedup`): measured over measured when both runs were measured,
+    else the perf model's prediction for both. ``plots`` lists the picture files.
     """
     cfg = run.config
     width, height = run.fabric
@@ -142,22 +204,7 @@ def build_report(run, dense=None, plots=()):
         "plots": [str(p) for p in plots],
     }
     if dense is not None:
-        if hasattr(dense, "gemms"):
-            per_gemm = {rec.name: rec.gemm.cycles for rec in dense.gemms}
-            dense_kind = dense.kind
-        else:
-            per_gemm, dense_kind = dict(dense), "predicted"
-        dense_total = sum(per_gemm.values())
-        report["sparse_speedup"] = {
-            "dense_fabric_cycles": int(dense_total),
-            "dense_cycles_kind": dense_kind,
-            "sparse_fabric_cycles": int(cycles),
-            "sparse_cycles_kind": run.kind,
-            "speedup": _num(speedup(dense_total, cycles)),
-            "per_gemm": {rec.name: _num(speedup(per_gemm.get(rec.name), rec.gemm.cycles))
-                         for rec in gemms},
-            "note": "fabric GEMM cycles only; host operations are not timed in cycles",
-        }
+        report["sparse_speedup"] = sparse_speedup(run, dense)
     return report
 
 
@@ -235,10 +282,14 @@ def format_report(report):
                  f"error bound: {verdict[tot['gemms_within_torch_bound']]}; bit-exact checks: "
                  f"{verdict[tot['bit_exact_all']]}")
     sp = report.get("sparse_speedup")
-    if sp:
-        lines.append(f"sparse speed-up (fabric cycles): {sp['speedup']:.2f}x = dense "
-                     f"{sp['dense_fabric_cycles']:,} ({sp['dense_cycles_kind']}) / sparse "
-                     f"{sp['sparse_fabric_cycles']:,} ({sp['sparse_cycles_kind']})")
+    if sp and sp["speedup"] is not None:
+        line = (f"sparse speed-up (fabric cycles, {sp['basis']}): {sp['speedup']:.2f}x = dense "
+                f"{sp['dense_fabric_cycles']:,} ({sp['dense_cycles_kind']}) / sparse "
+                f"{sp['sparse_fabric_cycles']:,} ({sp['sparse_cycles_kind']})")
+        if "sparse_measured_fabric_cycles" in sp:
+            line += (f"; perf model's figure, measured sparse "
+                     f"{sp['sparse_measured_fabric_cycles']:,} (no measured dense run)")
+        lines.append(line)
     if report["plots"]:
         lines.append(f"plots: {len(report['plots'])} PNG files in "
                      f"{_common_dir(report['plots'])}")
