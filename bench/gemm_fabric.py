@@ -2,6 +2,7 @@
 
     python bench/gemm_fabric.py                       # 4 x 4, T=64 K=512 N=64, dense + 90 %
     python bench/gemm_fabric.py --fabric 4x4 --shape 64,512,64 --sparsity 0,0.9 --json out.json
+    WSE_TILE_MODEL=hierarchical python bench/gemm_fabric.py   # the slower tile model
 
 For every run: measured fabric cycles, FMAC utilization over the whole GEMM (reductions
 included: useful lane operations / (4 lanes x PEs x cycles)), the performance model's
@@ -80,8 +81,11 @@ def main(argv=None):
     tokens, features, outputs = (int(v) for v in args.shape.split(","))
     start = time.perf_counter()
     spec = fabric_build(width, height)
+    tile = spec.tile_library
+    tile_note = "" if tile is None else (
+        f", tile model {tile.build_seconds:.0f} s ({'cached' if tile.cached else 'built now'})")
     print(f"fabric {width} x {height}: Verilator build {spec.build.build_seconds:.0f} s "
-          f"({'cached' if spec.build.cached else 'built now'}, "
+          f"({'cached' if spec.build.cached else 'built now'}{tile_note}, "
           f"{time.perf_counter() - start:.1f} s to get it)")
     results = []
     for sparsity in (float(s) for s in args.sparsity.split(",")):

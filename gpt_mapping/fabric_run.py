@@ -313,30 +313,56 @@ class FabricSpec:
     cfg_depth: int
     resp_depth: int
     build: object
+    #: The tile model (``tb.tile_model.TileLibrary``) of a "dpi" build, None otherwise.
+    tile_library: object = None
 
 
 _BUILDS = {}
 
 
-def fabric_build(width, height, *, stream_depth=16384, cfg_depth=8192, resp_depth=4096):
-    """Build (or reuse) the Verilator model of a ``width`` x ``height`` fabric."""
-    from rtl.fabric import fabric_verilog, verilator_config
-    from tb import sim
-    key = (width, height, stream_depth, cfg_depth, resp_depth)
+#: How the tiles are simulated: "dpi" (each tile its own Verilated model behind a DPI
+#: wrapper, tb/tile_model.py) or "hierarchical" (Verilator hierarchical blocks, about three
+#: times slower; kept for comparison). The environment variable ``WSE_TILE_MODEL`` picks
+#: the default.
+TILE_MODELS = ("dpi", "hierarchical")
+
+
+def fabric_build(width, height, *, stream_depth=16384, cfg_depth=8192, resp_depth=4096,
+                 tile_model=None):
+    """Build (or reuse) the Verilator model of a ``width`` x ``height`` fabric.
+
+    ``tile_model``: one of :data:`TILE_MODELS`; default ``$WSE_TILE_MODEL`` or "dpi".
+    """
+    if tile_model is None:
+        tile_model = os.environ.get("WSE_TILE_MODEL", "dpi")
+    from rtl.fabric import fabric_sources, verilator_config
+    from rtl.export import concat
+    from tb import sim, tile_model as tm
+    if tile_model not in TILE_MODELS:
+        raise ValueError(f"tile_model (or $WSE_TILE_MODEL) must be one of {TILE_MODELS}, "
+                         f"not {tile_model!r}")
+    key = (width, height, stream_depth, cfg_depth, resp_depth, tile_model)
     if key in _BUILDS:
         return _BUILDS[key]
     depths = dict(stream_depth=stream_depth, cfg_depth=cfg_depth, resp_depth=resp_depth)
     cache = sim.BUILD_ROOT / "verilog-cache"
-    verilog = fabric_verilog(width, height, cache_dir=cache, **depths)
-    config = verilator_config(**depths)
+    top, tile = fabric_sources(width, height, cache_dir=cache, **depths)
+    hierarchical = tile_model == "hierarchical"
+    config = verilator_config(hierarchical=hierarchical, **depths)
     vlt = cache / f"fabric-{hashlib.sha256(config.encode()).hexdigest()[:12]}.vlt"
     if not vlt.exists():
         vlt.parent.mkdir(parents=True, exist_ok=True)
         tmp = vlt.with_name(f"{vlt.name}.{os.getpid()}.tmp")
         tmp.write_text(config)
         tmp.replace(vlt)
-    build = sim.build("fabric", verilog, extra_args=["--hierarchical", str(vlt)])
-    spec = FabricSpec(width, height, stream_depth, cfg_depth, resp_depth, build)
+    library = None
+    if hierarchical:
+        build = sim.build("fabric", concat(top, tile), extra_args=["--hierarchical", str(vlt)])
+    else:
+        library = tm.tile_library(tile)
+        build = sim.build("fabric", top + "\n" + tm.wrapper_verilog(),
+                          extra_args=[str(vlt), *library.verilator_args()])
+    spec = FabricSpec(width, height, stream_depth, cfg_depth, resp_depth, build, library)
     _BUILDS[key] = spec
     return spec
 

@@ -86,7 +86,7 @@ from rtl.tile import (MAX_COLUMNS, STAGE_LATENCY, TILE_MODULE, TILE_X_BITS,
 from rtl.wavelet import FIELDS, NUM_COLORS
 
 __all__ = ["Fabric", "HostMemory", "DEFAULT_DEPTHS", "host_memory_kinds", "CfgCommand", "CfgCommandOp", "FABRIC_MODULE",
-           "fabric_verilog", "verilator_config", "compact_memory_init", "encode_command"]
+           "fabric_verilog", "fabric_sources", "verilator_config", "compact_memory_init", "encode_command"]
 
 #: Verilog module name of the fabric top.
 FABRIC_MODULE = "fabric"
@@ -630,6 +630,14 @@ def fabric_verilog(width, height, *, cache_dir=None, **params):
     converted block is cached there by the hash of the RTL sources and its parameters
     (converting the PE takes tens of seconds); nothing is elaborated when all are cached.
     """
+    top, tile = fabric_sources(width, height, cache_dir=cache_dir, **params)
+    return concat(top, tile)
+
+
+def fabric_sources(width, height, *, cache_dir=None, **params):
+    """``(top, tile)``: the Verilog of :func:`fabric_verilog` in two parts, the fabric top
+    with the host memories, and the tile (module :data:`rtl.tile.TILE_MODULE`) on its own,
+    for simulators that build the tile as a separate model (``tb/tile_model.py``)."""
     depths = {**DEFAULT_DEPTHS, **{k: v for k, v in params.items() if k in DEFAULT_DEPTHS}}
     router, pe = dict(params.get("router") or {}), dict(params.get("pe") or {})
     unknown = set(params) - set(DEFAULT_DEPTHS) - {"router", "pe"}
@@ -637,32 +645,35 @@ def fabric_verilog(width, height, *, cache_dir=None, **params):
         raise TypeError(f"unknown Fabric parameters {sorted(unknown)}")
     args = dict(depths, router=router, pe=pe)
     key = (width, height, sorted(depths.items()), sorted(router.items()), sorted(pe.items()))
-    parts = [_cached(cache_dir, FABRIC_MODULE, key,
-                     lambda: compact_memory_init(to_verilog(Fabric(width, height, **args),
-                                                            FABRIC_MODULE)))]
-    parts.append(_cached(cache_dir, TILE_MODULE, key[3:],
-                         lambda: compact_memory_init(to_verilog(Tile(router=router, pe=pe),
-                                                                TILE_MODULE)),
-                         exclude=_NOT_IN_TILE))
+    top = [_cached(cache_dir, FABRIC_MODULE, key,
+                   lambda: compact_memory_init(to_verilog(Fabric(width, height, **args),
+                                                          FABRIC_MODULE)))]
+    tile = _cached(cache_dir, TILE_MODULE, key[3:],
+                   lambda: compact_memory_init(to_verilog(Tile(router=router, pe=pe),
+                                                          TILE_MODULE)),
+                   exclude=_NOT_IN_TILE)
     for name, (depth, writable) in host_memory_kinds(**depths).items():
-        parts.append(_cached(cache_dir, name, (),
-                             lambda depth=depth, writable=writable, name=name:
-                             compact_memory_init(to_verilog(HostMemory(depth, writable),
-                                                            name))))
-    return concat(*parts)
+        top.append(_cached(cache_dir, name, (),
+                           lambda depth=depth, writable=writable, name=name:
+                           compact_memory_init(to_verilog(HostMemory(depth, writable),
+                                                          name))))
+    return concat(*top), tile
 
 
-def verilator_config(**depths):
-    """Verilator configuration of a fabric build (pass it with ``--hierarchical``).
+def verilator_config(*, hierarchical=False, **depths):
+    """Verilator configuration of a fabric build: the host memories' words are made public
+    (the top module's own signals are made public by :func:`tb.sim.build`).
 
-    The tile is a hierarchical block: Verilator compiles its code once and every instance
-    calls it, so the build time and the model's code size do not grow with the fabric
-    (without it Verilator specialises the tile's code per instance). The host memories'
-    words are made public (the top module's own signals are made public by
-    :func:`tb.sim.build`).
+    The normal build simulates each tile as its own Verilated model behind a DPI wrapper
+    (``tb/tile_model.py``). With ``hierarchical``, the tile is instead a Verilator
+    hierarchical block (pass the file with ``--hierarchical``): also compiled once, but
+    about three times slower to simulate; kept to compare the two (``bench/gemm_fabric.py
+    --tile-model hierarchical``).
     """
     depths = {**DEFAULT_DEPTHS, **depths}
-    lines = ["`verilator_config", f'hier_block -module "{TILE_MODULE}"']
+    lines = ["`verilator_config"]
+    if hierarchical:
+        lines.append(f'hier_block -module "{TILE_MODULE}"')
     for name in sorted(host_memory_kinds(**depths)):
         lines.append(f'public_flat_rw -module "{name}" -var "{HostMemory.MEMORY_VAR}"')
     return "\n".join(lines) + "\n"
