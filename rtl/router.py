@@ -358,32 +358,52 @@ class Router(wiring.Component):
         pending = Signal(P)
         for o in ports:
             link = self.link_out(o)
-            pend = Signal(K, name=f"pend_{o.name}")
-            req = Signal(K, name=f"req_{o.name}")
-            m.d.comb += [
-                pend.eq(Cat(route[p][o] & ~served[p][o] & occ[p][0] for p in ports)),
-                req.eq(pend & Cat(link.ready[:C] for _ in ports)),
-                pending[o].eq(pend.any()),
-            ]
-            # prio: requesters strictly after the last grant (the round-robin pointer).
-            prio = Signal(K, name=f"prio_{o.name}", init=(1 << K) - 1)
-            masked = Signal(K, name=f"masked_{o.name}")
-            pick = Signal(K, name=f"pick_{o.name}")
-            grant = Signal(K, name=f"grant_{o.name}")
-            m.d.comb += [
-                masked.eq(req & prio),
-                pick.eq(Mux(masked.any(), masked, req)),
-                grant.eq(pick & (~pick + 1)),        # lowest set bit
-            ]
-            with m.If(req.any()):
-                m.d.sync += prio.eq(~(grant | (grant - 1)))
+            # Round-robin over the P x C requesters in the order k = input * C + color:
+            # requesters after the last grant first, the lowest index wins. It is computed
+            # per input slice of C bits (word-wide logic, fast to simulate) rather than on
+            # one P x C-bit vector: first the input (the lowest slice with a request after
+            # the pointer, else the lowest with any request), then the color in it.
+            pend = [Signal(C, name=f"pend_{p.name}_to_{o.name}") for p in ports]
+            req = [Signal(C, name=f"req_{p.name}_to_{o.name}") for p in ports]
+            # prio[p]: colors of input p after the last grant (the round-robin pointer).
+            prio = [Signal(C, name=f"prio_{p.name}_to_{o.name}", init=(1 << C) - 1)
+                    for p in ports]
+            masked = [Signal(C, name=f"masked_{p.name}_to_{o.name}") for p in ports]
             for p in ports:
-                taken[p][o] = grant[p * C:(p + 1) * C]
+                m.d.comb += [
+                    pend[p].eq(route[p][o] & ~served[p][o] & occ[p][0]),
+                    req[p].eq(pend[p] & link.ready[:C]),
+                    masked[p].eq(req[p] & prio[p]),
+                ]
+            any_masked = Signal(P, name=f"any_masked_{o.name}")
+            any_req = Signal(P, name=f"any_req_{o.name}")
+            m.d.comb += [any_masked.eq(Cat(masked[p].any() for p in ports)),
+                         any_req.eq(Cat(req[p].any() for p in ports)),
+                         pending[o].eq(Cat(pend[p].any() for p in ports).any())]
+            use_masked = Signal(name=f"use_masked_{o.name}")
+            inputs = Signal(P, name=f"inputs_{o.name}")
+            port_hot = Signal(P, name=f"grant_port_{o.name}")       # one-hot input
+            colors = Signal(C, name=f"colors_{o.name}")
+            color_hot = Signal(C, name=f"grant_color_{o.name}")    # one-hot color
+            m.d.comb += [
+                use_masked.eq(any_masked.any()),
+                inputs.eq(Mux(use_masked, any_masked, any_req)),
+                port_hot.eq(inputs & (~inputs + 1)),                 # lowest set bit
+                colors.eq(_or_reduce([Mux(port_hot[p], Mux(use_masked, masked[p], req[p]), 0)
+                                      for p in ports], C)),
+                color_hot.eq(colors & (~colors + 1)),
+            ]
+            # Inputs after the granted one: all their colors are after the pointer.
+            later = Signal(P, name=f"later_{o.name}")
+            m.d.comb += later.eq(~(port_hot | (port_hot - 1)))
+            with m.If(inputs.any()):
+                for p in ports:
+                    m.d.sync += prio[p].eq(Mux(port_hot[p], ~(color_hot | (color_hot - 1)),
+                                               Mux(later[p], ones, 0)))
+            for p in ports:
+                taken[p][o] = Signal(C, name=f"taken_{p.name}_to_{o.name}")
+                m.d.comb += taken[p][o].eq(Mux(port_hot[p], color_hot, 0))
             # The grant's index: which input (one of P slices), and which color in it.
-            color_hot = Signal(C, name=f"grant_color_{o.name}")
-            port_hot = Signal(P, name=f"grant_port_{o.name}")
-            m.d.comb += [color_hot.eq(_or_reduce(taken[p][o] for p in ports)),
-                         port_hot.eq(Cat(taken[p][o].any() for p in ports))]
             g_color = _onehot_index(m, log2_rom, color_hot, f"grant_c_{o.name}")
             g_port = _onehot_index(m, log2_rom, port_hot, f"grant_p_{o.name}")
             g_index = Signal(range(K), name=f"grant_k_{o.name}")
@@ -397,7 +417,7 @@ class Router(wiring.Component):
             else:
                 m.d.comb += store_r.addr.eq(g_index)
             m.d.comb += [
-                link.valid.eq(req.any()),
+                link.valid.eq(inputs.any()),
                 link.payload.data.eq(out_body.data),
                 link.payload.index.eq(out_body.index),
                 link.payload.ctrl.eq(out_body.ctrl),
