@@ -216,9 +216,10 @@ def _check(y16, x16, w16, width, height, counters):
     assert counters["cycles"] > 0 and counters["edge_wavelets"] == 0
 
 
-def _run(x16, w16, width, height, **kwargs):
+def _run(x16, w16, width, height, fabric=BUILD, **kwargs):
+    """The GEMM on ``fabric`` (default: the north-west corner of the shared 4 x 5 build)."""
     m = map_gemm(x16, w16, width, height)
-    y16, counters = run_gemm_rtl(m, x16, w16, fabric=BUILD, **kwargs)
+    y16, counters = run_gemm_rtl(m, x16, w16, fabric=fabric, **kwargs)
     _check(y16, x16, w16, width, height, counters)
     return y16, counters
 
@@ -235,15 +236,29 @@ def test_gemm_that_does_not_divide_the_fabric():
 
 
 @pytest.mark.rtl
-@pytest.mark.xdist_group("fabric_4x5")
 @pytest.mark.parametrize("width,height,shape", [
     (1, 1, (7, 12, 5)),
     (1, 4, (30, 20, 6)),
     (4, 1, (9, 45, 11)),
+])
+def test_small_fabrics_on_their_own_builds(width, height, shape):
+    """1 x 1, 1 x 4 and 4 x 1 fabrics, each its own Verilator build (every edge of the
+    fabric is a real edge; the tile model is shared, so each top builds in seconds)."""
+    x16, w16 = make_gemm_operands(*shape, sparsity=0.2, seed=width * 10 + height)
+    _, counters = _run(x16, w16, width, height, fabric=(width, height))
+    assert counters["pe_fmac_lane_ops"].shape == (height, width)
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("fabric_4x5")
+@pytest.mark.parametrize("width,height,shape", [
+    (1, 1, (7, 12, 5)),
     (2, 5, (3, 20, 6)),          # more rows than tokens: rows 0, 2 and 3 hold none
     (4, 2, (8, 3, 2)),           # more columns than features and than outputs
 ])
-def test_small_fabrics(width, height, shape):
+def test_small_fabrics_on_a_corner(width, height, shape):
+    """Smaller GEMMs on the north-west corner of the shared build: their own routes and
+    programs, the neighbours beyond the corner unconfigured (stray wavelets are errors)."""
     x16, w16 = make_gemm_operands(*shape, sparsity=0.2, seed=width * 10 + height)
     _run(x16, w16, width, height)
 
