@@ -17,6 +17,8 @@ so each accepted transfer leaves exactly ``latency`` advances later, in order, w
 for use inline in the PE datapath. ``docs/fp_units.md`` explains the algorithm and choices.
 """
 
+import contextlib
+
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal, unsigned
 from amaranth.hdl import EnableInserter
 from amaranth.lib import data, enum, stream, wiring
@@ -180,10 +182,34 @@ class FPOp(enum.Enum, shape=2):
 
 # --- combinational building blocks ----------------------------------------------------------
 
+_GATES = []      # (when, idle) of the innermost _evaluated_when, applied by _wire
+
+
+@contextlib.contextmanager
+def _evaluated_when(when, idle):
+    """Within: every :func:`_wire` is ``value`` while ``when`` is high, else ``idle``.
+
+    For logic whose result is used only while ``when`` is high. ``idle`` is any value that
+    is not a constant (a register, say): Verilator keeps ``Mux(when, value, idle)`` as a C++
+    conditional, so its model skips computing ``value`` in the other cycles (against a
+    constant it would compute ``value`` and mask it). ``when=None``: no effect."""
+    if when is None:
+        yield
+        return
+    _GATES.append((when, idle))
+    try:
+        yield
+    finally:
+        _GATES.pop()
+
+
 def _wire(m, value, name, shape=None):
     """``value`` as a named combinational signal, so that it is built once however often it
     is used (Amaranth re-emits an expression at every use) and reads well in the Verilog."""
     signal = Signal(value.shape() if shape is None else shape, name=name)
+    if _GATES:
+        when, idle = _GATES[-1]
+        value = Mux(when, value, idle)
     m.d.comb += signal.eq(value)
     return signal
 
@@ -329,28 +355,30 @@ def _round_and_pack(m, fmt, sign, exp, sig, name, exp_offset):
 
 # --- combinational cores for inline use -----------------------------------------------------
 
-def fp_max(m, fmt, a, b):
+def fp_max(m, fmt, a, b, *, when=None, idle=None):
     """Build ``max(a, b)`` on raw ``fmt`` bits into ``m``; return the result value.
 
     Canonical NaN if either operand is a NaN; ``max(-0, +0) = +0``; otherwise the larger.
+    With ``when`` (and ``idle``, not a constant): the result is needed only while ``when``
+    is high, and is ``idle`` otherwise, which Verilator's model does not compute.
     """
     _check_format(fmt, "fmt")
-    result = Signal(fmt.width, name="max_result")
 
     def order_key(x):  # unsigned order of the reals: negatives flipped below the positives
         return Mux(fmt.sign(x), ~x, x | fmt.sign_mask)[:fmt.width]
 
-    m.d.comb += result.eq(Mux(fmt.is_nan(a) | fmt.is_nan(b), fmt.nan_bits,
-                              Mux(order_key(a) >= order_key(b), a, b)))
-    return result
+    with _evaluated_when(when, idle):
+        return _wire(m, Mux(fmt.is_nan(a) | fmt.is_nan(b), fmt.nan_bits,
+                            Mux(order_key(a) >= order_key(b), a, b)), "max_result", fmt.width)
 
 
-def fp_neg(m, fmt, a):
-    """Build ``-a`` on raw ``fmt`` bits into ``m`` (sign flip; canonical NaN for a NaN)."""
+def fp_neg(m, fmt, a, *, when=None, idle=None):
+    """Build ``-a`` on raw ``fmt`` bits into ``m`` (sign flip; canonical NaN for a NaN).
+    ``when``, ``idle``: as for :func:`fp_max`."""
     _check_format(fmt, "fmt")
-    result = Signal(fmt.width, name="neg_result")
-    m.d.comb += result.eq(Mux(fmt.is_nan(a), fmt.nan_bits, a ^ fmt.sign_mask))
-    return result
+    with _evaluated_when(when, idle):
+        return _wire(m, Mux(fmt.is_nan(a), fmt.nan_bits, a ^ fmt.sign_mask), "neg_result",
+                     fmt.width)
 
 
 def _widen(m, src, dst, x):
@@ -407,10 +435,13 @@ def f16_to_f32(m, x):
     return _widen(m, FP16, FP32, x)
 
 
-def f32_to_f16(m, x):
+def f32_to_f16(m, x, *, when=None, idle=None):
     """Build the FP32 -> FP16 conversion of ``x`` into ``m``: RNE, subnormal results,
-    overflow to infinity, canonical NaN for NaNs."""
-    return _narrow(m, FP32, FP16, x)
+    overflow to infinity, canonical NaN for NaNs. With ``when`` (and ``idle``, not a
+    constant): the result is needed only while ``when`` is high; Verilator's model then
+    skips most of the conversion in the other cycles (the result is undefined there)."""
+    with _evaluated_when(when, idle):
+        return _narrow(m, FP32, FP16, x)
 
 
 # --- stream plumbing ------------------------------------------------------------------------

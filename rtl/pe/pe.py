@@ -21,7 +21,10 @@ in :mod:`rtl.pe.regs`.
 Simulation speed is a design goal (the PE is instantiated many times in the fabric): every
 value evaluated per cycle is at most 64 bits wide (memories are split by word, lane or
 field), per-thread state that only the issuing thread needs lives in memories indexed by
-thread, and per-color state is looked up through packed bit vectors.
+thread, and per-color state is looked up through packed bit vectors. Values read only under
+a condition are multiplexed against a register (``_sig(..., when=, idle=)``) so that
+Verilator's model skips them in the other cycles, and state read only under a reset flag has
+no reset of its own (docs/pe.md, section 12).
 """
 
 import re
@@ -77,27 +80,41 @@ def _min(a, b):
     return Mux(a < b, a, b)
 
 
-def _sig(m, value, name, shape=None):
-    """A named signal driven by ``value`` (so that the expression is built once)."""
+def _sig(m, value, name, shape=None, when=None, idle=None):
+    """A named signal driven by ``value`` (so that the expression is built once).
+
+    With ``when``: ``value`` while ``when`` is high, else ``idle``, a value of no meaning
+    (read from a register, not a constant: Verilator keeps such a multiplexer a C++
+    conditional, so its model does not compute ``value`` in the cycles without ``when``;
+    with a constant it would compute ``value`` and mask it)."""
     sig = Signal(shape if shape is not None else value.shape(), name=name)
-    m.d.comb += sig.eq(value)
+    m.d.comb += sig.eq(value if when is None else Mux(when, value, idle))
     return sig
 
 
 def _lowest(m, mask, width, name):
-    """(any, index of the lowest set bit) of ``mask``, as signals."""
+    """(any, index of the lowest set bit, 0 if none) of ``mask``, as signals.
+
+    A halving tree (is the lower half empty?), log2(width) steps, rather than a priority
+    chain of ``width`` multiplexers: far fewer operations in Verilator's model."""
     mask = _sig(m, mask, f"{name}_mask", width)
-    index = Const(0, range(max(width, 2)))
-    for i in reversed(range(width)):
-        index = Mux(mask[i], i, index)
-    return (_sig(m, mask.any(), f"{name}_any"),
-            _sig(m, index, f"{name}_index", range(max(width, 2))))
+    any_ = _sig(m, mask.any(), f"{name}_any")
+    half = 1 << max(0, ceil_log2(width) - 1)
+    value, bits = mask, []
+    while half >= 1:
+        low = value[:half]
+        empty = low == 0
+        bits.append(empty)
+        value = Mux(empty, value[half:2 * half], low)
+        half //= 2
+    index = Mux(any_, Cat(*reversed(bits)), 0) if bits else Const(0, 1)
+    return any_, _sig(m, index, f"{name}_index", range(max(width, 2)))
 
 
 def _round_robin(m, mask, last, width, name):
     """Lowest set bit of ``mask`` above ``last``, else the lowest set bit (round-robin)."""
     mask = _sig(m, mask, f"{name}_req", width)
-    after = Cat(*[Const(i, range(width + 1)) > last for i in range(width)])
+    after = (~((Const(2, 2) << last) - 1))[:width]          # bits last + 1 .. width - 1
     hit_after, first_after = _lowest(m, mask & after, width, f"{name}_after")
     hit, first = _lowest(m, mask, width, f"{name}_all")
     return hit, _sig(m, Mux(hit_after, first_after, first), f"{name}_pick",
@@ -241,10 +258,12 @@ class PE(wiring.Component):
         err_code = Signal(4)
         err_info = Signal(8)
         err_flags = Signal(16)
-        err_sources = []          # (valid, code, info), in priority order
+        err_sources = []          # (valid, code, info, from_inputs), in priority order
 
-        def raise_error(valid, code, info):
-            err_sources.append((valid, code, info))
+        def raise_error(valid, code, info, from_inputs=False):
+            """``from_inputs``: ``valid`` depends on the PE's inputs (rx, cfg), not only on
+            its registers (the others are merged apart, outside Verilator's input region)."""
+            err_sources.append((valid, code, info, from_inputs))
 
         # ================================ per-color rx queues ===============================
         # D slot memories (one wavelet each per color); count/head per color in flops.
@@ -285,7 +304,7 @@ class PE(wiring.Component):
         rx_take = _sig(m, rx.valid & (rx_color < C) & ~q_full.bit_select(cidx, 1), "rx_take", 1)
         rx_bad = rx.valid & (rx_color >= C)
         m.d.comb += rx.ready.eq(~q_full)
-        raise_error(rx_bad, ErrorCode.BAD_COLOR, rx_color)
+        raise_error(rx_bad, ErrorCode.BAD_COLOR, rx_color, from_inputs=True)
         m.d.comb += ctr_inc[Counter.WAVELETS_IN].eq(rx_take)
         events = [(rx_take, rx_color, 1, 0), (pop_a_n != 0, pop_a_color, pop_a_n, pop_a_n),
                   (pop_b_n != 0, pop_b_color, pop_b_n, pop_b_n),
@@ -356,15 +375,15 @@ class PE(wiring.Component):
         launch = Signal(LaunchRequest)
 
         trig_valid = Signal()
-        trig = Signal(HostTrigger)
+        trig = Signal(HostTrigger, reset_less=True)      # read only under trig_valid
 
         SRC = C + 1                  # colors, then the host trigger
         k_state = Signal(2)          # 0 idle, 1 decode, 2 launch
         k_src = Signal(range(SRC))
         k_last_src = Signal(range(SRC))
         k_ptr = Signal(6)
-        k_data = Signal(16)
-        k_index = Signal(10)
+        k_data = Signal(16, reset_less=True)             # read only in state 2
+        k_index = Signal(10, reset_less=True)
         cand = Cat(q_nonempty & bound_any, trig_valid) & ~parked
         k_pick_any, k_pick = _round_robin(m, cand, k_last_src, SRC, "k_pick")
         for rp in q_rd["l"]:
@@ -430,21 +449,25 @@ class PE(wiring.Component):
         # only the issuing thread needs.
         th_active = Signal(T)
         th_done = Signal(T)
-        th_dep = [Signal(T, name=f"th{t}_dep") for t in range(T)]
+        # What is written at launch and read only for active threads needs no reset (a reset
+        # register's next state depends on the rst input, so Verilator evaluates it in the
+        # input-combinational region too, twice per clock).
+        th_dep = [Signal(T, name=f"th{t}_dep", reset_less=True) for t in range(T)]
         th_credits = [Signal(range(OD + 1), name=f"th{t}_credits") for t in range(T)]
         th_ocount = [Signal(range(OD + 1), name=f"th{t}_ocount") for t in range(T)]
         th_orp = [Signal(exact_log2(OD), name=f"th{t}_orp") for t in range(T)]
         th_owp = [Signal(exact_log2(OD), name=f"th{t}_owp") for t in range(T)]
-        th_k0dst = [Signal(12, name=f"th{t}_k0dst") for t in range(T)]
+        th_k0dst = [Signal(12, name=f"th{t}_k0dst", reset_less=True) for t in range(T)]
+        th_ocolor = [Signal(5, name=f"th{t}_ocolor") for t in range(T)]   # tx: reset as before
         role_meta = data.StructLayout({"kind": 3, "dtype": 1, "color": 5})
         meta_layout = data.StructLayout({"prio": 2, "dst": role_meta, "a": role_meta,
                                          "b": role_meta})
         # A resource as a key range: (space << 16 | address), so that one pair of compares
         # tests "same space and overlapping"; an unused operand has an empty range.
         res_layout = data.StructLayout({"lo": 19, "hi": 19, "w": 1})
-        th_meta = [Signal(meta_layout, name=f"th{t}_meta") for t in range(T)]
-        th_res = {r: [Signal(res_layout, name=f"th{t}_{r}_res") for t in range(T)]
-                  for r in ROLES}
+        th_meta = [Signal(meta_layout, name=f"th{t}_meta", reset_less=True) for t in range(T)]
+        th_res = {r: [Signal(res_layout, name=f"th{t}_{r}_res", reset_less=True)
+                      for t in range(T)] for r in ROLES}
         th_prio = [th_meta[t].prio for t in range(T)]
         th = {}
         for r in ROLES:
@@ -480,7 +503,8 @@ class PE(wiring.Component):
         # ================================ launch stage ======================================
         # L0: accept a LaunchRequest, read its DSRs. L1: decode, check, order, allocate.
         l1_valid = Signal()
-        l1_req = Signal(LaunchRequest)
+        l1_req = Signal(LaunchRequest, reset_less=True)   # read only under l1_valid
+        l1_idle = l1_req.as_value()          # what L1's decoded values are without a launch
         free = ~th_active
         free_count = sum(free[t] for t in range(T))
         # A launch reading a DSR that the launch in L1 writes back waits a cycle.
@@ -489,9 +513,12 @@ class PE(wiring.Component):
         for r in ROLES:
             for q in ROLES + ("s",):
                 wb_hazard = wb_hazard | (l1_wb[r] & (getattr(l1_req, r) == getattr(launch, q)))
-        wb_hazard = _sig(m, l1_valid & wb_hazard, "l0_wb_hazard")
-        m.d.comb += launch_ready.eq(Mux(l1_valid, free_count >= 2, free_count >= 1)
-                                    & ~wb_hazard)
+        # Both read only with launch_valid (see _sig).
+        wb_hazard = _sig(m, l1_valid & wb_hazard, "l0_wb_hazard", when=launch_valid,
+                         idle=l1_valid)
+        m.d.comb += launch_ready.eq(Mux(launch_valid, Mux(l1_valid, free_count >= 2,
+                                                          free_count >= 1) & ~wb_hazard,
+                                        l1_valid))
         for r in ROLES + ("s",):
             for rp in dsr_rd[r]:
                 m.d.comb += [rp.addr.eq(getattr(launch, r)),
@@ -509,7 +536,8 @@ class PE(wiring.Component):
         for i, r in enumerate(ROLES):
             L[r] = self._launch_role(m, r, i, _DSRWords([rp.data for rp in dsr_rd[r]]),
                                      getattr(l1_req, r), l1_req, bound_any,
-                                     need={"dst": Const(1), "a": Const(1), "b": op_uses_b}[r])
+                                     need={"dst": Const(1), "a": Const(1), "b": op_uses_b}[r],
+                                     valid=l1_valid, idle=l1_idle)
         # The scalar operand s (FMAC): a SCALAR DSR or the trigger wavelet.
         s_words = [rp.data for rp in dsr_rd["s"]]
         s_id = l1_req.s
@@ -542,9 +570,12 @@ class PE(wiring.Component):
                           ("underflow", ErrorCode.FIFO_UNDERFLOW)):
             for r in ROLES:
                 checks.append((L[r][key], code, getattr(l1_req, r)))
+        err_code_sel, err_info_sel = Const(0, 4), Const(0, 8)
         for valid, code, info in reversed(checks):
-            with m.If(valid):
-                m.d.comb += [l1_err_code.eq(code), l1_err_info.eq(info)]
+            err_code_sel = Mux(valid, code, err_code_sel)
+            err_info_sel = Mux(valid, info, err_info_sel)
+        m.d.comb += [l1_err_code.eq(Mux(l1_valid, err_code_sel, l1_idle)),
+                     l1_err_info.eq(Mux(l1_valid, err_info_sel, l1_idle))]
         l1_error = l1_valid & (l1_err_code != 0)
         raise_error(l1_error, l1_err_code, l1_err_info)
         l1_go = _sig(m, l1_valid & (l1_err_code == 0), "l1_go", 1)
@@ -552,11 +583,14 @@ class PE(wiring.Component):
         # Ordering: the new operation depends on every live older one it conflicts with.
         dep_new = Signal(T)
         key_lo = {r: _sig(m, Mux(L[r]["space"] == SPACE_NONE, 0x7FFFF,
-                                 Cat(L[r]["lo"], L[r]["space"])), f"l1_{r}_klo", 19)
+                                 Cat(L[r]["lo"], L[r]["space"])), f"l1_{r}_klo", 19,
+                          when=l1_valid, idle=l1_idle)
                   for r in ROLES}
         key_hi = {r: _sig(m, Mux(L[r]["space"] == SPACE_NONE, 0,
-                                 Cat(L[r]["hi"], L[r]["space"])), f"l1_{r}_khi", 19)
+                                 Cat(L[r]["hi"], L[r]["space"])), f"l1_{r}_khi", 19,
+                          when=l1_valid, idle=l1_idle)
                   for r in ROLES}
+        dep_terms = []
         for t in range(T):
             terms = []
             for r in ROLES:
@@ -566,19 +600,26 @@ class PE(wiring.Component):
                         terms.append(overlap)
                     else:
                         terms.append(overlap & (L[r]["w"] | th[q]["w"][t]))
-            m.d.comb += dep_new[t].eq(th_active[t] & Cat(*terms).any())
+            dep_terms.append(th_active[t] & Cat(*terms).any())
+        m.d.comb += dep_new.eq(Mux(l1_valid, Cat(*dep_terms), l1_idle))
         _, slot = _lowest(m, free, T, "l1_slot")
         slot = _sig(m, slot[:TB], "l1_slot")
         m.d.comb += ctr_inc[Counter.LAUNCHES].eq(l1_go)
-        meta_new = Signal(meta_layout)
-        res_new = {r: Signal(res_layout, name=f"l1_{r}_res") for r in ROLES}
-        m.d.comb += meta_new.prio.eq(l1_req.prio)
+        meta_l1 = Signal(meta_layout)
+        res_l1 = {r: Signal(res_layout, name=f"l1_{r}_res_l1") for r in ROLES}
+        m.d.comb += meta_l1.prio.eq(l1_req.prio)
         for r in ROLES:
-            rm = getattr(meta_new, r)
+            rm = getattr(meta_l1, r)
             m.d.comb += [rm.kind.eq(L[r]["kind"]), rm.dtype.eq(L[r]["dtype"]),
                          rm.color.eq(L[r]["cur"][:5]),
-                         res_new[r].lo.eq(key_lo[r]), res_new[r].hi.eq(key_hi[r]),
-                         res_new[r].w.eq(L[r]["w"])]
+                         res_l1[r].lo.eq(key_lo[r]), res_l1[r].hi.eq(key_hi[r]),
+                         res_l1[r].w.eq(L[r]["w"])]
+        # Written to a thread's flops only at a launch (see _sig for the multiplexer).
+        meta_new = Signal(meta_layout)
+        res_new = {r: Signal(res_layout, name=f"l1_{r}_res") for r in ROLES}
+        m.d.comb += meta_new.eq(Mux(l1_valid, meta_l1, l1_idle))
+        for r in ROLES:
+            m.d.comb += res_new[r].eq(Mux(l1_valid, res_l1[r], l1_idle))
         m.d.comb += [
             sel_meta_wr.addr.eq(slot), sel_meta_wr.en.eq(l1_go),
             sel_meta_wr.data.op.eq(op), sel_meta_wr.data.clear.eq(l1_req.clear_a),
@@ -619,7 +660,7 @@ class PE(wiring.Component):
         blk_out = Signal(T)
         has_work = Signal(T)
         for t in range(T):
-            work = th_active[t] & ~th_done[t]
+            work = _sig(m, th_active[t] & ~th_done[t], f"th{t}_work")
             dep_ok = (th_dep[t] & th_active) == 0
             fin_ok = Const(1, 1)
             for r in ("a", "b"):
@@ -634,17 +675,23 @@ class PE(wiring.Component):
             owant = _min(th_k0dst[t], Mux(o32, 2, 4))
             oneed = Mux(o32, owant << 1, owant)
             fout_ok = (th["dst"]["kind"][t] != _K["FOUT"]) | ((OD - th_credits[t]) >= oneed)
+            # Read only with work: not evaluated by Verilator's model without (see _sig).
+            fin_ok = _sig(m, fin_ok, f"th{t}_fin_ok", 1, when=work, idle=th_done[t])
+            fout_ok = _sig(m, fout_ok, f"th{t}_fout_ok", 1, when=work, idle=th_done[t])
             m.d.comb += [
                 has_work[t].eq(work),
                 elig[t].eq(work & dep_ok & fin_ok & fout_ok),
                 blk_in[t].eq(work & ~fin_ok),
                 blk_out[t].eq(work & ~fout_ok),
             ]
-        top = Signal(2)
-        for level in range(4):
-            with m.If(Cat(*[elig[t] & (th_prio[t] == level) for t in range(T)]).any()):
-                m.d.comb += top.eq(level)
-        top_mask = Cat(*[elig[t] & (th_prio[t] == top) for t in range(T)])
+        # The eligible threads of the highest priority present: keep those with the high
+        # priority bit if any, then of these those with the low bit if any.
+        prio_hi = Cat(*[th_prio[t][1] for t in range(T)])
+        prio_lo = Cat(*[th_prio[t][0] for t in range(T)])
+        elig_hi = _sig(m, elig & prio_hi, "i_elig_hi", T)
+        elig_top = _sig(m, Mux(elig_hi.any(), elig_hi, elig), "i_elig_top", T)
+        elig_lo = _sig(m, elig_top & prio_lo, "i_elig_lo", T)
+        top_mask = Mux(elig_lo.any(), elig_lo, elig_top)
         rr_last = Signal(range(T))
         any_elig, sel = _round_robin(m, top_mask, rr_last, T, "i_sel")
         sel = _sig(m, sel[:TB], "i_sel")
@@ -728,7 +775,9 @@ class PE(wiring.Component):
         stage = [None]
         for k in range(1, 5):
             fields = dict(WB_FIELDS, **(R_FIELDS if k == 1 else {}))
-            stage.append({f: Signal(w, name=f"s{k}_{f}") for f, w in fields.items()})
+            # Only "valid" is reset: every other field is read under it.
+            stage.append({f: Signal(w, name=f"s{k}_{f}", reset_less=f != "valid")
+                          for f, w in fields.items()})
         s1, s4 = stage[1], stage[4]
 
         same_line = I["a"]["cur"][2:] == I["b"]["cur"][2:]
@@ -739,7 +788,7 @@ class PE(wiring.Component):
         conflict_ab = _sig(m, (mask_a & mask_b).any() & ~same_line, "i_conflict_ab")
         conflict_wb = _sig(m, ((mask_a | mask_b) & wb_mask).any(), "i_conflict_wb")
         ab_paid = Signal()
-        ab_paid_thread = Signal(TB)
+        ab_paid_thread = Signal(TB, reset_less=True)     # read only under ab_paid
         bank_conflict = _sig(m, conflict_wb | (conflict_ab & ~(ab_paid & (ab_paid_thread == sel))),
                              "i_bank_conflict", 1)
         # Read after write: a source line with a write still in the pipeline (the write of
@@ -871,7 +920,7 @@ class PE(wiring.Component):
                 m.d.sync += th_k0dst[t].eq(I["dst"]["next_k0"])
             with m.If(slot_hot[t]):
                 m.d.sync += [th_dep[t].eq(dep_new), th_k0dst[t].eq(L["dst"]["len"][0]),
-                             th_meta[t].eq(meta_new)]
+                             th_meta[t].eq(meta_new), th_ocolor[t].eq(meta_new.dst.color)]
                 for r in ROLES:
                     m.d.sync += th_res[r][t].eq(res_new[r])
             with m.Else():
@@ -968,11 +1017,12 @@ class PE(wiring.Component):
             ]
         raw1 = s1["raw"]
         alt_sel1 = (r_op == _OP["FMOV"]) | (r_op == _OP["FMAX"]) | (r_op == _OP["FNEG"])
-        alt = {k: [Signal(32, name=f"alt{k}_{i}") for i in range(4)] for k in (2, 3, 4)}
-        alt_sel = {k: Signal(name=f"altsel{k}") for k in (2, 3, 4)}
+        alt = {k: [Signal(32, name=f"alt{k}_{i}", reset_less=True) for i in range(4)]
+               for k in (2, 3, 4)}
+        alt_sel = {k: Signal(name=f"altsel{k}", reset_less=True) for k in (2, 3, 4)}
         for i in range(4):
-            mx = fp_max(m, FP32, wa[i], wb[i])
-            ng = fp_neg(m, FP32, wa[i])
+            mx = fp_max(m, FP32, wa[i], wb[i], when=r_op == _OP["FMAX"], idle=wa[i])
+            ng = fp_neg(m, FP32, wa[i], when=r_op == _OP["FNEG"], idle=wa[i])
             v = Mux(r_op == _OP["FMAX"], mx, Mux(r_op == _OP["FNEG"], ng,
                                                    Mux(raw1, raw_a[i], wa[i])))
             m.d.sync += [alt[2][i].eq(v), alt[3][i].eq(alt[2][i]), alt[4][i].eq(alt[3][i])]
@@ -983,7 +1033,10 @@ class PE(wiring.Component):
         # ================================ write-back (W) ====================================
         res = [_sig(m, Mux(alt_sel[4], alt[4][i], fma.o.payload.result[i]), f"w_res{i}", 32)
                for i in range(4)]
-        v16 = [_sig(m, Mux(s4["raw"], res[i][:16], f32_to_f16(m, res[i])), f"w_h{i}", 16)
+        # FP16 results: read only for an FP16 destination (the conversion only without raw).
+        cvt16 = _sig(m, s4["valid"] & ~s4["dst_dtype"] & ~s4["raw"], "w_cvt16")
+        v16 = [_sig(m, Mux(s4["raw"], res[i][:16], f32_to_f16(m, res[i], when=cvt16,
+                                                               idle=res[i])), f"w_h{i}", 16)
                for i in range(4)]
         w_kind, w_addr, w_n = s4["dst_kind"], s4["dst_addr"], s4["n"]
         w_sram = s4["valid"] & _is(w_kind, "MEM", "FIFO")
@@ -995,7 +1048,8 @@ class PE(wiring.Component):
         data32 = Mux(w_addr[1], Cat(Const(0, 32), res[0]), Cat(res[0], res[1]))
         en32w = _lane_mask(w_n, w_addr[1], 2)
         en32 = Cat(en32w[0], en32w[0], en32w[1], en32w[1])
-        w_data64 = _sig(m, Mux(w_is32, data32, data16), "w_data64", 64)
+        w_data64 = _sig(m, Mux(w_is32, data32, data16), "w_data64", 64,
+                        when=w_sram, idle=Cat(res[0], res[1]))     # read only by SRAM writes
         w_en4 = _sig(m, Mux(w_is32, en32, en16), "w_en4", 4)
         w_pair = w_addr[2:2 + exact_log2(PAIRS)] if PAIRS > 1 else Const(0, 1)
         w_row = w_addr[1 + row_bits:]
@@ -1035,7 +1089,7 @@ class PE(wiring.Component):
 
         # tx: round-robin over threads whose buffer head's color may go.
         tx = self.tx
-        tx_cand = Cat(*[(th_ocount[t] != 0) & tx.ready.bit_select(th["dst"]["color"][t], 1)
+        tx_cand = Cat(*[(th_ocount[t] != 0) & tx.ready.bit_select(th_ocolor[t], 1)
                         for t in range(T)])
         tx_last = Signal(range(T))
         tx_any, tx_sel = _round_robin(m, tx_cand, tx_last, T, "tx_sel")
@@ -1047,25 +1101,27 @@ class PE(wiring.Component):
             out_meta_rd.addr.eq(tx_sel),
             tx.payload.index.eq(out_meta_rd.data.index),
             tx.payload.ctrl.eq(out_meta_rd.data.ctrl),
-            tx.payload.color.eq(Array(th["dst"]["color"])[tx_sel]),
+            tx.payload.color.eq(Array(th_ocolor)[tx_sel]),
             ctr_inc[Counter.WAVELETS_OUT].eq(tx_any),
         ]
         with m.If(tx_any):
             m.d.sync += tx_last.eq(tx_sel)
-        for t in range(T):
-            pushed = Mux(w_fout & (w_thread == t), w_waves, 0)
-            popped = tx_any & (tx_sel == t)
-            issued = Mux(i_go & i_fout & (sel == t), i_owave, 0)
-            with m.If(l1_go & (slot == t)):
-                m.d.sync += [th_credits[t].eq(0), th_ocount[t].eq(0), th_orp[t].eq(0),
-                             th_owp[t].eq(0)]
-            with m.Elif((pushed != 0) | popped | (issued != 0)):
-                m.d.sync += [
-                    th_ocount[t].eq(th_ocount[t] + pushed - popped),
-                    th_owp[t].eq(th_owp[t] + pushed),
-                    th_orp[t].eq(th_orp[t] + popped),
-                    th_credits[t].eq(th_credits[t] + issued - popped),
-                ]
+        # One test first: most cycles move no output wavelet (Verilator keeps the If).
+        with m.If(w_fout | tx_any | (i_go & i_fout) | l1_go):
+            for t in range(T):
+                pushed = Mux(w_fout & (w_thread == t), w_waves, 0)
+                popped = tx_any & (tx_sel == t)
+                issued = Mux(i_go & i_fout & (sel == t), i_owave, 0)
+                with m.If(l1_go & (slot == t)):
+                    m.d.sync += [th_credits[t].eq(0), th_ocount[t].eq(0), th_orp[t].eq(0),
+                                 th_owp[t].eq(0)]
+                with m.Elif((pushed != 0) | popped | (issued != 0)):
+                    m.d.sync += [
+                        th_ocount[t].eq(th_ocount[t] + pushed - popped),
+                        th_owp[t].eq(th_owp[t] + pushed),
+                        th_orp[t].eq(th_orp[t] + popped),
+                        th_credits[t].eq(th_credits[t] + issued - popped),
+                    ]
 
         # ================================ configuration port ================================
         cfg = self.cfg
@@ -1116,14 +1172,14 @@ class PE(wiring.Component):
                 m.d.sync += bound_any.bit_select(c_off[:CB], 1).eq(wbind.data_en | wbind.ctrl_en)
             m.d.comb += unpark.eq(1)
         raise_error(cfg.we & c_bind & (c_off[:5] >= C) & (wbind.data_en | wbind.ctrl_en),
-                    ErrorCode.BAD_COLOR, c_off[:5])
+                    ErrorCode.BAD_COLOR, c_off[:5], from_inputs=True)
         m.d.comb += [task_wr.addr.eq(c_off[:max(1, bits_for(NT - 1))]),
                      task_wr.data.eq(cfg.wdata[:6]),
                      task_wr.en.eq(cfg.we & c_task & (c_off[:5] < NT)),
                      task_rd_host.addr.eq(c_off[:max(1, bits_for(NT - 1))]),
                      task_rd_host.en.eq(cfg.re & c_task)]
         trig_overrun = cfg.we & c_ctrl & (c_reg == Reg.TRIGGER) & trig_valid
-        raise_error(trig_overrun, ErrorCode.TRIGGER_OVERRUN, 0)
+        raise_error(trig_overrun, ErrorCode.TRIGGER_OVERRUN, 0, from_inputs=True)
         with m.If(cfg.we & c_ctrl):
             with m.Switch(c_reg):
                 with m.Case(Reg.TRIGGER):
@@ -1176,23 +1232,40 @@ class PE(wiring.Component):
                                         rd_reg])[rd_sel])
 
         # ================================ errors, counters, status ==========================
-        e_valid = Signal()
-        e_code = Signal(4)
-        e_info = Signal(8)
-        for valid, code, info in reversed(err_sources):
-            with m.If(valid):
-                m.d.comb += [e_valid.eq(1), e_code.eq(code), e_info.eq(info)]
-        flags_now = Signal(16)
-        flag_terms = {c.value: [] for c in ErrorCode if c != ErrorCode.NONE}
-        for valid, code, info in err_sources:
-            if isinstance(code, ErrorCode):
-                flag_terms[code.value].append(valid)
+        # The first error source raised, in priority order. Runs of sources that depend on
+        # registers only are merged first into named signals: Verilator then evaluates them
+        # once per clock, not also in its input region (twice per cycle).
+        def first_raised(sources, name):
+            code, info = Const(0, 4), Const(0, 8)
+            for valid, c, i, _ in reversed(sources):
+                code, info = Mux(valid, c, code), Mux(valid, i, info)
+            return (_sig(m, Cat(*[s[0] for s in sources]).any(), f"{name}_valid"),
+                    _sig(m, code, f"{name}_code", 4), _sig(m, info, f"{name}_info", 8))
+        groups, run = [], []
+        for source in err_sources + [None]:
+            if source is None or source[3]:
+                if run:
+                    groups.append(first_raised(run, f"err_int{len(groups)}") + (False,))
+                    run = []
+                if source is not None:
+                    groups.append(source)
             else:
-                for value in flag_terms:
-                    flag_terms[value].append(valid & (code == value))
-        for value, terms in flag_terms.items():
-            if terms:
-                m.d.comb += flags_now[value].eq(Cat(*terms).any())
+                run.append(source)
+        e_valid, e_code, e_info = first_raised(groups, "err_first")
+
+        def flags_of(sources):
+            terms = {c.value: [] for c in ErrorCode if c != ErrorCode.NONE}
+            for valid, code, info, _ in sources:
+                if isinstance(code, ErrorCode):
+                    terms[code.value].append(valid)
+                else:
+                    for value in terms:
+                        terms[value].append(valid & (code == value))
+            return Cat(*[Cat(*terms[v]).any() if terms.get(v) else Const(0, 1)
+                         for v in range(16)])
+        flags_int = _sig(m, flags_of([s for s in err_sources if not s[3]]), "err_flags_int", 16)
+        flags_now = _sig(m, flags_int | flags_of([s for s in err_sources if s[3]]),
+                         "flags_now", 16)
         with m.If(e_valid):
             m.d.sync += err_flags.eq(err_flags | flags_now)
             with m.If(err_code == 0):
@@ -1230,19 +1303,23 @@ class PE(wiring.Component):
         return m
 
     # ---------------------------------------------------------------------------------------
-    def _launch_role(self, m, role, index, dsr, ident, req, bound_any, need):
+    def _launch_role(self, m, role, index, dsr, ident, req, bound_any, need, valid, idle):
         """Decode one operand of a launch (stage L1): its kind and type, effective base,
         iteration constants, resource range for the ordering rules, errors and the DSR
-        word to write back."""
+        word to write back. Everything returned is meaningful only while ``valid`` (the
+        named intermediate values are ``idle`` otherwise, see :func:`_sig`)."""
         p = self._p
         C = p["num_colors"]
+
+        def sig(value, name, shape=None):
+            return _sig(m, value, name, shape, when=valid, idle=idle)
+
         none = ident == DSR_NONE
         wave = ident == DSR_WAVELET
         badid = (ident >= p["num_dsrs"]) & ~none & ~wave
-        kind = _sig(m, Mux(wave, _K["SCALAR"], Mux(none | badid, _K["NONE"], dsr.kind)),
-                    f"l1_{role}_kind", 3)
-        dtype = _sig(m, Mux(wave, 0, Mux(kind == _K["ACC"], 1, dsr.dtype)), f"l1_{role}_dtype",
-                     1)
+        kind = sig(Mux(wave, _K["SCALAR"], Mux(none | badid, _K["NONE"], dsr.kind)),
+                   f"l1_{role}_kind", 3)
+        dtype = sig(Mux(wave, 0, Mux(kind == _K["ACC"], 1, dsr.dtype)), f"l1_{role}_dtype", 1)
         sram = _is(kind, "MEM", "FIFO")
         esz2 = sram & dtype
         fifo = kind == _K["FIFO"]
@@ -1256,21 +1333,21 @@ class PE(wiring.Component):
         wpos = dpos + dcount
         wpos = Mux(wpos >= fsize, wpos - fsize, wpos)
         fifo_pos = Mux(fifo, wpos if is_dst else dpos, 0)
-        off_el = _sig(m, Mux(fifo, fifo_pos, idx_off + adv_off), f"l1_{role}_off", signed(40))
-        base = _sig(m, base0 + Mux(esz2, off_el << 1, off_el), f"l1_{role}_base", signed(40))
+        off_el = sig(Mux(fifo, fifo_pos, idx_off + adv_off), f"l1_{role}_off", signed(40))
+        base = sig(base0 + Mux(esz2, off_el << 1, off_el), f"l1_{role}_base", signed(40))
         esz = Mux(esz2, 2, 1)
 
         lens = [dsr.dim(i, "len") for i in range(4)]
-        strides = [_sig(m, Mux(esz2, dsr.dim(i, "stride") << 1, dsr.dim(i, "stride")),
-                        f"l1_{role}_stride{i}", signed(22)) for i in range(4)]
-        ext = [_sig(m, (lens[i] - 1) * strides[i], f"l1_{role}_ext{i}", signed(40))
+        strides = [sig(Mux(esz2, dsr.dim(i, "stride") << 1, dsr.dim(i, "stride")),
+                       f"l1_{role}_stride{i}", signed(22)) for i in range(4)]
+        ext = [sig((lens[i] - 1) * strides[i], f"l1_{role}_ext{i}", signed(40))
                for i in range(4)]
         size_addr = Mux(esz2, fsize << 1, fsize)
         neg = sum(Mux(e < 0, e, 0) for e in ext)
         pos = sum(Mux(e > 0, e, 0) for e in ext)
-        lo = _sig(m, Mux(fifo, base0, base + neg), f"l1_{role}_lo", signed(40))
-        hi = _sig(m, Mux(fifo, base0 + size_addr - 1, base + pos + esz - 1), f"l1_{role}_hi",
-                  signed(40))
+        lo = sig(Mux(fifo, base0, base + neg), f"l1_{role}_lo", signed(40))
+        hi = sig(Mux(fifo, base0 + size_addr - 1, base + pos + esz - 1), f"l1_{role}_hi",
+                 signed(40))
         jumps = [strides[1] - ext[0], strides[2] - ext[0] - ext[1],
                  strides[3] - ext[0] - ext[1] - ext[2]]
         color = dsr.color
@@ -1298,9 +1375,9 @@ class PE(wiring.Component):
         with m.Elif(kind == _K["FOUT"]):
             m.d.comb += space.eq(SPACE_FOUT)
         out["space"] = space
-        out["lo"] = _sig(m, Mux(chan, color, lo[:16]), f"l1_{role}_rlo", 16)
-        out["hi"] = _sig(m, Mux(chan, color, hi[:16]), f"l1_{role}_rhi", 16)
-        out["w"] = _sig(m, Const(1, 1) if is_dst else (
+        out["lo"] = sig(Mux(chan, color, lo[:16]), f"l1_{role}_rlo", 16)
+        out["hi"] = sig(Mux(chan, color, hi[:16]), f"l1_{role}_rhi", 16)
+        out["w"] = sig(Const(1, 1) if is_dst else (
             (kind == _K["FIN"]) | (req.clear_a if role == "a" else 0)), f"l1_{role}_w", 1)
 
         if is_dst:
@@ -1333,7 +1410,7 @@ class PE(wiring.Component):
             fifo_word = Cat(dpos, (dcount + length)[:16])
         else:
             fifo_word = Cat(rpos[:16], (dcount - length)[:16])
-        out["wb"] = _sig(m, need & (adv_on | fifo), f"l1_{role}_wbn", 1)
+        out["wb"] = sig(need & (adv_on | fifo), f"l1_{role}_wbn", 1)
         out["wb_word"] = Mux(fifo, fifo_word, Cat(adv_pos, dcount))
         return out
 
