@@ -15,16 +15,13 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
 
 from tb import sim
+from tb.tile_model import module_header
 
 MASK24 = (1 << 24) - 1
 
 
 def stand_in_verilog(ports, bad=False):
     """Verilog of a module ``tile`` with the tile's ``ports`` (see the module docstring)."""
-    decls = ["    input wire clk"]
-    for p in ports:
-        width = f"[{p.width - 1}:0] " if p.width > 1 else ""
-        decls.append(f"    {'input' if p.direction == 'in' else 'output'} wire {width}{p.name}")
     names = {p.name for p in ports}
     body = [
         "    reg [31:0] count = 0;",
@@ -55,18 +52,13 @@ def stand_in_verilog(ports, bad=False):
     if missing:  # the tile grew outputs: the stand-in must drive them
         raise ValueError(f"stand-in tile does not drive {sorted(missing)}")
     assert "in_w__payload" in names and "rst" in names
-    return "module tile (\n" + ",\n".join(decls) + "\n);\n" + "\n".join(body) + \
-        "\nendmodule\n"
+    return module_header("tile", ports, net="wire") + "\n" + "\n".join(body) + "\nendmodule\n"
 
 
 def top_verilog(ports):
     """A top ``tile_top`` exposing every port of one wrapped ``tile`` under the same name."""
-    decls = ["    input wire clk"]
-    for p in ports:
-        width = f"[{p.width - 1}:0] " if p.width > 1 else ""
-        decls.append(f"    {'input' if p.direction == 'in' else 'output'} wire {width}{p.name}")
     conns = ["        .clk(clk)"] + [f"        .{p.name}({p.name})" for p in ports]
-    return ("module tile_top (\n" + ",\n".join(decls) + "\n);\n    tile dut (\n" +
+    return (module_header("tile_top", ports, net="wire") + "\n    tile dut (\n" +
             ",\n".join(conns) + "\n    );\nendmodule\n")
 
 
