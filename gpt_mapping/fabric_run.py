@@ -321,8 +321,8 @@ _BUILDS = {}
 
 
 #: How the tiles are simulated: "dpi" (each tile its own Verilated model behind a DPI
-#: wrapper, tb/tile_model.py) or "hierarchical" (Verilator hierarchical blocks, about three
-#: times slower; kept for comparison). The environment variable ``WSE_TILE_MODEL`` picks
+#: wrapper, tb/tile_model.py) or "hierarchical" (Verilator hierarchical blocks, about twice
+#: as slow; kept for comparison). The environment variable ``WSE_TILE_MODEL`` picks
 #: the default.
 TILE_MODELS = ("dpi", "hierarchical")
 

@@ -667,8 +667,8 @@ def verilator_config(*, hierarchical=False, **depths):
     The normal build simulates each tile as its own Verilated model behind a DPI wrapper
     (``tb/tile_model.py``). With ``hierarchical``, the tile is instead a Verilator
     hierarchical block (pass the file with ``--hierarchical``): also compiled once, but
-    about three times slower to simulate; kept to compare the two (``bench/gemm_fabric.py
-    --tile-model hierarchical``).
+    about twice as slow to simulate; kept to compare the two
+    (``WSE_TILE_MODEL=hierarchical python bench/gemm_fabric.py``).
     """
     depths = {**DEFAULT_DEPTHS, **depths}
     lines = ["`verilator_config"]
