@@ -510,7 +510,7 @@ def _check_errors(mapping, counters, run, index):
     for y in range(mapping.height):
         for x in range(mapping.width):
             code, info = R.decode_error(int(pe_err[y, x, 0]))
-            if int(pe_err[y, x, 0]) & 0xF or pe_err[y, x, 1]:
+            if int(pe_err[y, x, 0]) & 0x1F or pe_err[y, x, 1]:
                 name = code.name if hasattr(code, "name") else code
                 problems.append(f"tile ({x}, {y}) PE error {name} (info {info}, flags "
                                 f"{int(pe_err[y, x, 1]):#x})")

@@ -432,7 +432,7 @@ def diagnose(job, answers, routes=None):
         st = _decode_struct(pe_regs.Status, pe_stat)
         pe_status[x, y] = st
         code, info = pe_regs.decode_error(int(pe_err))
-        if int(pe_err) & 0xF or int(pe_flags):
+        if int(pe_err) & 0x1F or int(pe_flags):
             pe_errors.append({"x": x, "y": y,
                               "code": code.name if hasattr(code, "name") else int(code),
                               "info": info, "flags": int(pe_flags)})

@@ -130,7 +130,7 @@ def _decode_dsr(words):
 
 def _decode_entry(words):
     value = sum(int(w) << (32 * i) for i, w in enumerate(words))
-    f = decode_fields(LaunchEntry, value)
+    f = {name.removeprefix("launch."): v for name, v in decode_fields(LaunchEntry, value).items()}
     f["op"] = TensorOp(f["op"])
     return f
 

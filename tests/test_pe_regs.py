@@ -36,7 +36,8 @@ def test_dsr_roundtrip():
 def test_entry_roundtrip():
     words = encode_entry(TensorOp.FMAC, 1, 1, 0, DSR_WAVELET, idx={"b"}, adv={"dst", "a"},
                          prio=3, clear_a=True, last=False)
-    f = decode_fields(LaunchEntry, words[0] | (words[1] << 32))
+    f = {name.removeprefix("launch."): v
+         for name, v in decode_fields(LaunchEntry, words[0] | (words[1] << 32)).items()}
     assert f["op"] == TensorOp.FMAC.value and (f["dst"], f["a"], f["b"], f["s"]) == \
         (1, 1, 0, DSR_WAVELET)
     assert (f["idx"], f["adv"], f["prio"], f["clear_a"], f["last"]) == (4, 3, 3, 1, 0)

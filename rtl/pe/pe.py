@@ -38,8 +38,8 @@ from rtl.fp import FP32, FMAUnit, FPOp, f16_to_f32, f32_to_f16, fp_max, fp_neg
 from rtl.link import CfgSignature, LinkSignature
 from rtl.pe.regs import (CFG_BITS, COUNTER_BASE, DSR, DSR_NONE, DSR_WAVELET, DSR_WORDS,
                          MAX_DSRS, MAX_ENTRIES, MAX_TASKS, ColorBind, Counter, DType, ErrorCode,
-                         HostTrigger, Kind, LaunchEntry, LaunchRequest, Reg, TensorOp,
-                         layout_fields)
+                         HostTrigger, Kind, LaunchEntry, LaunchRequest, Reg, TaskEntry, TensorOp,
+                         IdWord, encode_fields, layout_fields)
 from rtl.wavelet import NUM_COLORS
 
 __all__ = ["PE", "pe_verilog", "compact_memory_init",
@@ -232,9 +232,10 @@ class PE(wiring.Component):
     def id_word(self):
         """Value of the read-only ID register (layout in docs/pe.md)."""
         p = self._p
-        return ((p["num_dsrs"] & 0x3F) | (exact_log2(p["banks"]) << 6)
-                | ((p["threads"] - 1) << 9) | ((p["sram_words"] // 512) << 13)
-                | ((p["acc_words"] // 4 - 1) << 20))
+        return encode_fields(IdWord, num_dsrs=p["num_dsrs"],
+                             log2_banks=exact_log2(p["banks"]), threads_m1=p["threads"] - 1,
+                             sram_div512=p["sram_words"] // 512,
+                             acc_div4_m1=p["acc_words"] // 4 - 1)
 
     # ---------------------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -255,9 +256,9 @@ class PE(wiring.Component):
         ctr_inc = {c: Signal(4, name=f"ctr_inc_{c.name.lower()}") for c in Counter}
         fmac_seen = Signal()
         ctr_clear = Signal()
-        err_code = Signal(4)
+        err_code = Signal(5)
         err_info = Signal(8)
-        err_flags = Signal(16)
+        err_flags = Signal(32)
         err_sources = []          # (valid, code, info, from_inputs), in priority order
 
         def raise_error(valid, code, info, from_inputs=False):
@@ -341,7 +342,7 @@ class PE(wiring.Component):
         bind_rd_host = bind_mem.read_port()
         bind_rd = bind_mem.read_port(domain="comb")
         bound_any = Signal(C)           # bit c: color c has a data or control binding
-        m.submodules.task_mem = task_mem = memory.Memory(shape=6, depth=NT, init=[])
+        m.submodules.task_mem = task_mem = memory.Memory(shape=TaskEntry, depth=NT, init=[])
         task_wr = task_mem.write_port()
         task_rd_host = task_mem.read_port()
         task_rd = task_mem.read_port(domain="comb")
@@ -410,10 +411,7 @@ class PE(wiring.Component):
         entry = data.View(LaunchEntry, entry_rd.data)
         m.d.comb += entry_rd.addr.eq(k_ptr)
         m.d.comb += [
-            launch.op.eq(entry.op), launch.dst.eq(entry.dst), launch.a.eq(entry.a),
-            launch.b.eq(entry.b), launch.s.eq(entry.s), launch.prio.eq(entry.prio),
-            launch.idx.eq(entry.idx), launch.adv.eq(entry.adv), launch.clear_a.eq(entry.clear_a),
-            launch.data.eq(k_data), launch.index.eq(k_index),
+            launch.launch.eq(entry.launch), launch.data.eq(k_data), launch.index.eq(k_index),
         ]
         k_pop = Signal()
         m.d.comb += [pop_l.eq(k_pop & ~k_is_trig), pop_l_color.eq(k_src)]
@@ -432,7 +430,7 @@ class PE(wiring.Component):
             with m.Else():
                 m.d.comb += [k_pop.eq(1), ctr_inc[Counter.TASKS].eq(1)]
                 m.d.sync += [k_data.eq(k_w_data), k_index.eq(k_w_index),
-                             k_ptr.eq(task_rd.data), k_state.eq(2)]
+                             k_ptr.eq(task_rd.data.entry), k_state.eq(2)]
         raise_error((k_state == 1) & k_task_bad, ErrorCode.BAD_TASK, k_task_wide[:8])
         with m.If(k_state == 2):
             m.d.comb += launch_valid.eq(1)
@@ -512,7 +510,8 @@ class PE(wiring.Component):
         wb_hazard = Const(0, 1)
         for r in ROLES:
             for q in ROLES + ("s",):
-                wb_hazard = wb_hazard | (l1_wb[r] & (getattr(l1_req, r) == getattr(launch, q)))
+                wb_hazard = wb_hazard | (l1_wb[r] & (getattr(l1_req.launch, r)
+                                                     == getattr(launch.launch, q)))
         # Both read only with launch_valid (see _sig).
         wb_hazard = _sig(m, l1_valid & wb_hazard, "l0_wb_hazard", when=launch_valid,
                          idle=l1_valid)
@@ -521,13 +520,13 @@ class PE(wiring.Component):
                                         l1_valid))
         for r in ROLES + ("s",):
             for rp in dsr_rd[r]:
-                m.d.comb += [rp.addr.eq(getattr(launch, r)),
+                m.d.comb += [rp.addr.eq(getattr(launch.launch, r)),
                              rp.en.eq(launch_valid & launch_ready)]
         m.d.sync += l1_valid.eq(launch_valid & launch_ready)
         with m.If(launch_valid & launch_ready):
             m.d.sync += l1_req.eq(launch)
 
-        op = l1_req.op.as_value()
+        op = l1_req.launch.op.as_value()
         op_uses_b = ((op == _OP["FADD"]) | (op == _OP["FSUB"]) | (op == _OP["FMUL"])
                      | (op == _OP["FMAC"]) | (op == _OP["FMAX"]))
         op_uses_s = op == _OP["FMAC"]
@@ -535,33 +534,33 @@ class PE(wiring.Component):
         L = {}
         for i, r in enumerate(ROLES):
             L[r] = self._launch_role(m, r, i, _DSRWords([rp.data for rp in dsr_rd[r]]),
-                                     getattr(l1_req, r), l1_req, bound_any,
+                                     getattr(l1_req.launch, r), l1_req, bound_any,
                                      need={"dst": Const(1), "a": Const(1), "b": op_uses_b}[r],
                                      valid=l1_valid, idle=l1_idle)
         # The scalar operand s (FMAC): a SCALAR DSR or the trigger wavelet.
         s_words = [rp.data for rp in dsr_rd["s"]]
-        s_id = l1_req.s
+        s_id = l1_req.launch.s
         s_wave = s_id == DSR_WAVELET
         s_kind = s_words[0][:3]
         s_bad = op_uses_s & ~s_wave & ((s_id >= p["num_dsrs"]) | (s_kind != _K["SCALAR"]))
         s_value = Mux(s_wave, l1_req.data, s_words[1])
         s_16 = Mux(s_wave, 1, s_words[0][3] == DType.FP16.value)
-        clear_bad = l1_req.clear_a & ((L["a"]["kind"] != _K["ACC"])
+        clear_bad = l1_req.launch.clear_a & ((L["a"]["kind"] != _K["ACC"])
                                       | (L["dst"]["kind"] == _K["ACC"]))
 
         # Error of this launch: the first failing check, in a fixed order.
-        l1_err_code = Signal(4)
+        l1_err_code = Signal(5)
         l1_err_info = Signal(8)
         # Both sources on one fabric color: they would pop the same queue and read the same
         # wavelets (n of every 2n lost), so the launch is refused.
         fin_twice = op_uses_b & (L["a"]["kind"] == _K["FIN"]) & (L["b"]["kind"] == _K["FIN"]) \
             & (L["a"]["cur"][:5] == L["b"]["cur"][:5])
         checks = [(op_bad | s_bad | clear_bad | fin_twice, ErrorCode.BAD_OPERAND,
-                   Mux(s_bad, s_id, Mux(clear_bad, l1_req.a, Mux(fin_twice, l1_req.b, 0x3F))))]
+                   Mux(s_bad, s_id, Mux(clear_bad, l1_req.launch.a, Mux(fin_twice, l1_req.launch.b, 0x3F))))]
         # The datapath rounds an FMAC to FP32 first: into FP16 that would be two roundings
         # (SPEC 6 wants one), so such a launch is refused rather than silently inexact.
         fmac16 = op_uses_s & (L["dst"]["dtype"] == DType.FP16.value)
-        checks.append((fmac16, ErrorCode.UNSUPPORTED, l1_req.dst))
+        checks.append((fmac16, ErrorCode.UNSUPPORTED, l1_req.launch.dst))
         for key, code in (("bad_operand", ErrorCode.BAD_OPERAND),
                           ("bad_color", ErrorCode.BAD_COLOR),
                           ("zero", ErrorCode.ZERO_LENGTH), ("misaligned", ErrorCode.MISALIGNED),
@@ -569,8 +568,8 @@ class PE(wiring.Component):
                           ("overflow", ErrorCode.FIFO_OVERFLOW),
                           ("underflow", ErrorCode.FIFO_UNDERFLOW)):
             for r in ROLES:
-                checks.append((L[r][key], code, getattr(l1_req, r)))
-        err_code_sel, err_info_sel = Const(0, 4), Const(0, 8)
+                checks.append((L[r][key], code, getattr(l1_req.launch, r)))
+        err_code_sel, err_info_sel = Const(0, 5), Const(0, 8)
         for valid, code, info in reversed(checks):
             err_code_sel = Mux(valid, code, err_code_sel)
             err_info_sel = Mux(valid, info, err_info_sel)
@@ -607,7 +606,7 @@ class PE(wiring.Component):
         m.d.comb += ctr_inc[Counter.LAUNCHES].eq(l1_go)
         meta_l1 = Signal(meta_layout)
         res_l1 = {r: Signal(res_layout, name=f"l1_{r}_res_l1") for r in ROLES}
-        m.d.comb += meta_l1.prio.eq(l1_req.prio)
+        m.d.comb += meta_l1.prio.eq(l1_req.launch.prio)
         for r in ROLES:
             rm = getattr(meta_l1, r)
             m.d.comb += [rm.kind.eq(L[r]["kind"]), rm.dtype.eq(L[r]["dtype"]),
@@ -622,7 +621,7 @@ class PE(wiring.Component):
             m.d.comb += res_new[r].eq(Mux(l1_valid, res_l1[r], l1_idle))
         m.d.comb += [
             sel_meta_wr.addr.eq(slot), sel_meta_wr.en.eq(l1_go),
-            sel_meta_wr.data.op.eq(op), sel_meta_wr.data.clear.eq(l1_req.clear_a),
+            sel_meta_wr.data.op.eq(op), sel_meta_wr.data.clear.eq(l1_req.launch.clear_a),
             out_meta_wr.addr.eq(slot), out_meta_wr.en.eq(l1_go),
             out_meta_wr.data.ctrl.eq(L["dst"]["ctrl"]),
             out_meta_wr.data.index.eq(L["dst"]["out_index"]),
@@ -648,7 +647,7 @@ class PE(wiring.Component):
             port = dsr_wr_back[i]
             m.d.comb += [
                 l1_wb[r].eq(l1_valid & L[r]["wb"]),
-                port.addr.eq(getattr(l1_req, r)),
+                port.addr.eq(getattr(l1_req.launch, r)),
                 port.data.eq(L[r]["wb_word"]),
                 port.en.eq(l1_go & L[r]["wb"]),
             ]
@@ -1174,7 +1173,7 @@ class PE(wiring.Component):
         raise_error(cfg.we & c_bind & (c_off[:5] >= C) & (wbind.data_en | wbind.ctrl_en),
                     ErrorCode.BAD_COLOR, c_off[:5], from_inputs=True)
         m.d.comb += [task_wr.addr.eq(c_off[:max(1, bits_for(NT - 1))]),
-                     task_wr.data.eq(cfg.wdata[:6]),
+                     task_wr.data.eq(cfg.wdata),
                      task_wr.en.eq(cfg.we & c_task & (c_off[:5] < NT)),
                      task_rd_host.addr.eq(c_off[:max(1, bits_for(NT - 1))]),
                      task_rd_host.en.eq(cfg.re & c_task)]
@@ -1214,7 +1213,7 @@ class PE(wiring.Component):
                     with m.Case(Reg.STATUS):
                         m.d.comb += reg_val.eq(status)
                     with m.Case(Reg.ERROR):
-                        m.d.comb += reg_val.eq(Cat(err_code, Const(0, 4), err_info))
+                        m.d.comb += reg_val.eq(Cat(err_code, Const(0, 3), err_info))
                     with m.Case(Reg.ERROR_FLAGS):
                         m.d.comb += reg_val.eq(err_flags)
                     with m.Case(Reg.BLOCKED):
@@ -1228,7 +1227,7 @@ class PE(wiring.Component):
         dsr_rd_w = Array([rp.data for rp in dsr_rd_host])[rd_word]
         entry_rd_w = Mux(rd_word[0], entry_rd_host.data[32:], entry_rd_host.data[:32])
         m.d.comb += cfg.rdata.eq(Array([rd_reg, sram_rd, acc_rd, dsr_rd_w, entry_rd_w,
-                                        bind_rd_host.data.as_value(), task_rd_host.data,
+                                        bind_rd_host.data.as_value(), task_rd_host.data.as_value(),
                                         rd_reg])[rd_sel])
 
         # ================================ errors, counters, status ==========================
@@ -1236,11 +1235,11 @@ class PE(wiring.Component):
         # registers only are merged first into named signals: Verilator then evaluates them
         # once per clock, not also in its input region (twice per cycle).
         def first_raised(sources, name):
-            code, info = Const(0, 4), Const(0, 8)
+            code, info = Const(0, 5), Const(0, 8)
             for valid, c, i, _ in reversed(sources):
                 code, info = Mux(valid, c, code), Mux(valid, i, info)
             return (_sig(m, Cat(*[s[0] for s in sources]).any(), f"{name}_valid"),
-                    _sig(m, code, f"{name}_code", 4), _sig(m, info, f"{name}_info", 8))
+                    _sig(m, code, f"{name}_code", 5), _sig(m, info, f"{name}_info", 8))
         groups, run = [], []
         for source in err_sources + [None]:
             if source is None or source[3]:
@@ -1262,10 +1261,10 @@ class PE(wiring.Component):
                     for value in terms:
                         terms[value].append(valid & (code == value))
             return Cat(*[Cat(*terms[v]).any() if terms.get(v) else Const(0, 1)
-                         for v in range(16)])
-        flags_int = _sig(m, flags_of([s for s in err_sources if not s[3]]), "err_flags_int", 16)
+                         for v in range(32)])
+        flags_int = _sig(m, flags_of([s for s in err_sources if not s[3]]), "err_flags_int", 32)
         flags_now = _sig(m, flags_int | flags_of([s for s in err_sources if s[3]]),
-                         "flags_now", 16)
+                         "flags_now", 32)
         with m.If(e_valid):
             m.d.sync += err_flags.eq(err_flags | flags_now)
             with m.If(err_code == 0):
@@ -1274,7 +1273,7 @@ class PE(wiring.Component):
         with m.If(cfg.we & c_ctrl & (c_reg == Reg.ERROR)):
             m.d.sync += [err_code.eq(0), err_info.eq(0), err_flags.eq(0)]
         with m.If(cfg.we & c_ctrl & (c_reg == Reg.ERROR_FLAGS)):
-            m.d.sync += err_flags.eq((err_flags | flags_now) & ~cfg.wdata[:16])
+            m.d.sync += err_flags.eq((err_flags | flags_now) & ~cfg.wdata)
         m.d.comb += self.error.eq((err_code != 0) | (err_flags != 0))
 
         cycles = counters[Counter.CYCLES]
@@ -1326,7 +1325,7 @@ class PE(wiring.Component):
         is_dst = role == "dst"
         base0, fsize, dpos, dcount = dsr.base, dsr.fifo_size, dsr.pos, dsr.count
 
-        idx_on = req.idx[index]
+        idx_on = req.launch.idx[index]
         idx_off = Mux(idx_on, req.index * dsr.idx_stride, 0)
         adv_off = Mux(_is(kind, "MEM", "ACC"), dpos * dsr.adv_step, 0)
         # FIFO position: the read position (source) or the write position (destination).
@@ -1378,7 +1377,7 @@ class PE(wiring.Component):
         out["lo"] = sig(Mux(chan, color, lo[:16]), f"l1_{role}_rlo", 16)
         out["hi"] = sig(Mux(chan, color, hi[:16]), f"l1_{role}_rhi", 16)
         out["w"] = sig(Const(1, 1) if is_dst else (
-            (kind == _K["FIN"]) | (req.clear_a if role == "a" else 0)), f"l1_{role}_w", 1)
+            (kind == _K["FIN"]) | (req.launch.clear_a if role == "a" else 0)), f"l1_{role}_w", 1)
 
         if is_dst:
             kind_ok = _is(kind, "MEM", "ACC", "FOUT", "NULL", "FIFO")
@@ -1401,7 +1400,7 @@ class PE(wiring.Component):
             out["overflow"] = Const(0, 1)
             out["underflow"] = need & fifo & (length > dcount)
         # Word 7 written back at launch: auto-advance position, FIFO read position and count.
-        adv_on = req.adv[index] & _is(kind, "MEM", "ACC")
+        adv_on = req.launch.adv[index] & _is(kind, "MEM", "ACC")
         nxt = (dpos + 1)[:16]
         adv_pos = Mux((dsr.adv_count != 0) & (nxt == dsr.adv_count), 0, nxt)
         rpos = dpos + length

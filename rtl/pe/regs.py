@@ -27,11 +27,12 @@ from rtl.wavelet import NUM_COLORS
 
 __all__ = [
     "CFG_BITS", "PE_REGS_BASE", "Reg", "Counter", "ErrorCode", "Kind", "DType", "TensorOp",
-    "DSR", "Dim", "LaunchEntry", "LaunchRequest", "ColorBind", "HostTrigger", "Status",
+    "DSR", "Dim", "TensorLaunch", "LaunchEntry", "LaunchRequest", "ColorBind", "TaskEntry",
+    "HostTrigger", "Status", "CoreStatus", "ErrorWord", "IdWord", "GPR_BASE", "encode_task",
     "DSR_WORDS", "DSR_NONE", "DSR_WAVELET", "ENTRY_WORDS", "MAX_TASKS", "MAX_ENTRIES",
     "MAX_DSRS", "LEN_BITS", "BIND_BASE", "TASK_BASE", "ENTRY_BASE", "DSR_BASE", "ACC_BASE",
     "COUNTER_BASE", "dsr_addr", "entry_addr", "task_addr", "bind_addr", "acc_addr",
-    "counter_addr", "reg_addr", "encode_dsr", "encode_entry", "encode_bind",
+    "counter_addr", "reg_addr", "gpr_addr", "encode_dsr", "encode_entry", "encode_bind",
     "encode_trigger", "encode_fields", "decode_fields", "decode_error", "layout_fields",
 ]
 
@@ -82,8 +83,9 @@ class TensorOp(enum.Enum, shape=4):
     FNEG = 6   #: dst = -a
 
 
-class ErrorCode(enum.Enum, shape=4):
-    """Codes of the sticky error register; the launch concerned is dropped (no write)."""
+class ErrorCode(enum.Enum, shape=5):
+    """Codes of the sticky error register; the launch (or core access) concerned is dropped
+    (no write). Codes 11 and up come from the control core and the configuration port."""
     NONE = 0
     OUT_OF_BOUNDS = 1    #: a tensor reaches outside the SRAM or the accumulator cache
     ZERO_LENGTH = 2      #: a dimension (or FIFO size) of zero
@@ -95,6 +97,11 @@ class ErrorCode(enum.Enum, shape=4):
     FIFO_UNDERFLOW = 8   #: a pop of more elements than the FIFO holds
     TRIGGER_OVERRUN = 9  #: a host trigger written while the previous one is pending
     UNSUPPORTED = 10     #: an FMAC into an FP16 destination (it would round twice)
+    ILLEGAL_INSTRUCTION = 11  #: the core fetched a word that is not an instruction
+    CORE_ADDRESS = 12    #: the core fetched, loaded or stored outside the SRAM
+    CORE_MISALIGNED = 13  #: lw/sw/jalr/task address not a multiple of 4
+    DSR_BUSY = 14        #: the core wrote a DSR that a live tensor operation uses
+    BAD_CONFIG = 15      #: a configuration write to an address with no register behind it
 
 
 class Reg(py_enum.IntEnum):
@@ -108,6 +115,9 @@ class Reg(py_enum.IntEnum):
     BLOCK_SET = 0x006    #: write: set these bits of BLOCKED
     BLOCK_CLR = 0x007    #: write: clear these bits of BLOCKED
     COUNTER_CTRL = 0x008  #: write bit 0: clear every counter
+    CORE_CTRL = 0x030    #: write bit 0: restart the core (leave halt / fault; registers kept)
+    CORE_STATUS = 0x031  #: read-only: :class:`CoreStatus`
+    CORE_PC = 0x032      #: read-only: PC of the instruction in X, or of the halt / fault
 
 
 BIND_BASE = 0x100     #: + color: :class:`ColorBind` (32 entries, 0..num_colors-1 exist)
@@ -116,6 +126,7 @@ ENTRY_BASE = 0x400    #: + 2 * entry + word: :class:`LaunchEntry`
 DSR_BASE = 0x800      #: + 8 * dsr + word: :class:`DSR`
 ACC_BASE = 0x1000     #: + word: the accumulator cache, FP32
 COUNTER_BASE = 0x010  #: + :class:`Counter`
+GPR_BASE = 0x040      #: + register number: the core's general-purpose registers (R/W)
 
 DSR_WORDS = 8
 ENTRY_WORDS = 2
@@ -137,6 +148,9 @@ class Counter(py_enum.IntEnum):
     FMAC_FIRST = 11     #: CYCLES value at the first FMAC issue since clear
     FMAC_LAST = 12      #: CYCLES value at the latest FMAC issue
     ERRORS = 13         #: errors raised
+    CORE_RETIRED = 14   #: instructions retired by the control core
+    CORE_ACTIVE = 15    #: cycles the control core was running a task or program
+    STALL_CORE_BANK = 16  #: cycles the core's fetch, load or store waited for an SRAM bank
 
 
 class Dim(data.Struct):
@@ -174,12 +188,11 @@ class DSR(data.Struct):
     count: 16
 
 
-class LaunchEntry(data.Struct):
-    """One tensor-operation launch of a task (2 words). ``dst``, ``a``, ``b``, ``s`` are DSR
-    ids (or :data:`DSR_NONE` / :data:`DSR_WAVELET`). ``idx``/``adv`` are bit masks over
-    (dst, a, b): add the wavelet index to the base / advance the DSR after this launch.
-    ``clear_a``: zero the accumulator-cache source ``a`` as it is read. ``last`` ends the task.
-    """
+class TensorLaunch(data.Struct):
+    """What one tensor-operation launch names. ``dst``, ``a``, ``b``, ``s`` are DSR ids (or
+    :data:`DSR_NONE` / :data:`DSR_WAVELET`). ``idx``/``adv`` are bit masks over (dst, a, b):
+    add the wavelet index to the base / advance the DSR after this launch. ``clear_a``: zero
+    the accumulator-cache source ``a`` as it is read."""
     op: TensorOp
     dst: 6
     a: 6
@@ -189,35 +202,78 @@ class LaunchEntry(data.Struct):
     idx: 3
     adv: 3
     clear_a: 1
+
+
+class LaunchEntry(data.Struct):
+    """One launch of a launch-list task (2 words): a :class:`TensorLaunch`; ``last`` ends
+    the task."""
+    launch: TensorLaunch
     last: 1
     _pad: 26
 
 
 class LaunchRequest(data.Struct):
-    """What the tensor engine accepts on its launch port: a launch entry plus the trigger
-    wavelet's ``data`` (the scalar operand) and ``index`` (the offset). The task launcher
-    produces these today; the control core (SPEC 4.5) will produce the same."""
-    op: TensorOp
-    dst: 6
-    a: 6
-    b: 6
-    s: 6
-    prio: 2
-    idx: 3
-    adv: 3
-    clear_a: 1
+    """What the tensor engine accepts on its launch stream: a :class:`TensorLaunch` plus
+    the scalar (``data``, FP16, for ``DSR_WAVELET`` operands) and the ``index`` offset.
+    Two producers: the task launcher (an entry plus the trigger wavelet) and the control
+    core (a ``t.<op>`` instruction), which sets ``core`` so that ``twait`` can wait for
+    the operations it launched."""
+    launch: TensorLaunch
     data: 16
     index: 10
+    core: 1
 
 
 class ColorBind(data.Struct):
     """Binding of a color: data wavelets start task ``data_task``; a control wavelet starts
-    task ``ctrl_base + index`` (its index field is the command code)."""
+    task ``ctrl_base + index`` (its index field is the command code). ``prio``: priority
+    (0..3, higher first) of the tasks this color's wavelets start."""
     data_task: 5
     data_en: 1
     ctrl_base: 5
     ctrl_en: 1
-    _pad: 20
+    prio: 2
+    _pad: 18
+
+
+class TaskEntry(data.Struct):
+    """Task-table entry. ``code = 0``: a launch-list task whose first launch entry is
+    ``entry``; ``code = 1``: a code task whose first instruction is at byte address ``pc``
+    (a multiple of 4). ``prio``: priority (0..3, higher first) of the task when it is
+    activated locally (by code or the host trigger)."""
+    entry: 6
+    code: 1
+    prio: 2
+    pc: 17
+    _pad: 6
+
+
+class CoreStatus(data.Struct):
+    """Read-only status of the control core (register ``CORE_STATUS``)."""
+    running: 1     #: a task or program is executing
+    halted: 1      #: stopped by ``halt`` (restart with CORE_CTRL)
+    fault: 1       #: stopped by an error (code in ERROR, PC in CORE_PC)
+    waiting: 1     #: stalled in ``twait`` or ``recv``
+    _pad0: 4
+    task: 5        #: the task running (or that ran last)
+    _pad1: 19
+
+
+class ErrorWord(data.Struct):
+    """The ERROR register: the first error's code and info."""
+    code: ErrorCode
+    _pad0: 3
+    info: 8
+    _pad1: 16
+
+
+class IdWord(data.Struct):
+    """The read-only ID register: the PE's parameters."""
+    num_dsrs: 6
+    log2_banks: 3
+    threads_m1: 4
+    sram_div512: 7
+    acc_div4_m1: 12
 
 
 class HostTrigger(data.Struct):
@@ -238,7 +294,9 @@ class Status(data.Struct):
     threads_active: 8
     rx_pending: 1
     tx_pending: 1
-    _pad1: 14
+    core_running: 1
+    core_halted: 1
+    _pad1: 12
 
 
 # --- Python encoders, derived from the layouts above ----------------------------------------
@@ -369,18 +427,31 @@ def encode_entry(op, dst, a=DSR_NONE, b=DSR_NONE, s=DSR_NONE, *, prio=0, idx=(),
         for role in group:
             if role not in roles:
                 raise ValueError(f"{name} names operand {role!r}; use 'dst', 'a' or 'b'")
-    value = encode_fields(LaunchEntry, op=TensorOp(op), dst=dst, a=a, b=b, s=s, prio=prio,
-                          idx=sum(roles[r] for r in set(idx)),
-                          adv=sum(roles[r] for r in set(adv)),
-                          clear_a=int(bool(clear_a)), last=int(bool(last)))
+    value = encode_fields(LaunchEntry, **{
+        "launch.op": TensorOp(op), "launch.dst": dst, "launch.a": a, "launch.b": b,
+        "launch.s": s, "launch.prio": prio, "launch.idx": sum(roles[r] for r in set(idx)),
+        "launch.adv": sum(roles[r] for r in set(adv)),
+        "launch.clear_a": int(bool(clear_a)), "last": int(bool(last))})
     return _words(value, ENTRY_WORDS)
 
 
-def encode_bind(data_task=None, ctrl_base=None):
+def encode_bind(data_task=None, ctrl_base=None, prio=0):
     """A :class:`ColorBind` word: ``None`` leaves that kind of wavelet unbound."""
     return encode_fields(ColorBind, data_task=data_task or 0,
                          data_en=int(data_task is not None), ctrl_base=ctrl_base or 0,
-                         ctrl_en=int(ctrl_base is not None))
+                         ctrl_en=int(ctrl_base is not None), prio=prio)
+
+
+def encode_task(entry=None, *, pc=None, prio=0):
+    """A :class:`TaskEntry` word: a launch-list task starting at launch entry ``entry``, or
+    (``pc`` given) a code task starting at byte address ``pc``."""
+    if (entry is None) == (pc is None):
+        raise ValueError("a task is either a launch list (entry=) or code (pc=), not both")
+    if pc is not None:
+        if pc % 4:
+            raise ValueError(f"task pc={pc:#x} is not a multiple of 4")
+        return encode_fields(TaskEntry, code=1, pc=pc, prio=prio)
+    return encode_fields(TaskEntry, entry=entry, prio=prio)
 
 
 def encode_trigger(task, index=0, data=0):
@@ -390,12 +461,13 @@ def encode_trigger(task, index=0, data=0):
 
 def decode_error(word):
     """``(ErrorCode, info)`` of an ERROR register value (unknown codes stay ints)."""
-    code = word & 0xF
+    fields = decode_fields(ErrorWord, word)
+    code = fields["code"]
     try:
         code = ErrorCode(code)
     except ValueError:
         pass
-    return code, (word >> 8) & 0xFF
+    return code, fields["info"]
 
 
 # --- addresses ------------------------------------------------------------------------------
@@ -437,3 +509,8 @@ def counter_addr(counter):
 
 def _log2(n):
     return int(math.log2(n))
+
+
+def gpr_addr(register):
+    """PE cfg address of the control core's general-purpose register ``register``."""
+    return PE_REGS_BASE + GPR_BASE + int(register)
