@@ -32,16 +32,7 @@ def main(argv=None):
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name = COMMANDS[command][0]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"error: the {command!r} command is not available yet ({module_name} does not "
-              f"exist)", file=sys.stderr)
-        return 2
-    return module.main(rest)
+    return importlib.import_module(COMMANDS[command][0]).main(rest)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def demo_gemm(argv):
     parser.add_argument("--fabric", default="4x4")
     parser.add_argument("--shape", default="64,512,64", help="T,K,N")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", choices=gemm_cli.BACKENDS, default=None)
+    parser.add_argument("--backend", choices=gemm_cli.BACKENDS, default="rtl")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     tokens, features, outputs = (int(v) for v in args.shape.split(","))
@@ -81,18 +81,9 @@ def demo_gemm(argv):
 
 
 def _demo_gpt(argv):
-    """The GPT block demo, provided by the GPT-layer mapping as ``gpt_cli.demo(argv)``."""
-    try:
-        module = importlib.import_module("gpt_mapping.gpt_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "gpt_mapping.gpt_cli":
-            raise
-        module = None
-    if module is None or not hasattr(module, "demo"):
-        print("error: the GPT demo is not available yet (it will be gpt_mapping.gpt_cli.demo)",
-              file=sys.stderr)
-        return 2
-    return module.demo(argv)
+    """The GPT block demo: ``gpt_cli.demo(argv)``."""
+    from gpt_mapping import gpt_cli
+    return gpt_cli.demo(argv)
 
 
 #: demo name -> function(argv) returning an exit code

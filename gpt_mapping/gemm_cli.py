@@ -11,18 +11,13 @@ Backends:
 
 * ``golden``: :func:`golden.gemm.fabric_gemm` computes Y; the cycles are *predicted* by
   :mod:`gpt_mapping.perf_model` (the report says so in ``cycles_source``).
-* ``rtl``: ``gpt_mapping.fabric_run.run_gemm_rtl(mapping, x16, w16, progress) ->
-  (y16, measured_counters)`` runs the Verilator fabric; ``measured_counters`` is a dict with
-  at least ``cycles`` (and ``fmac_lane_ops`` when the PEs count them); ``progress`` is a tqdm
-  bar: call ``progress.reset(total=...)`` then ``progress.update(n)``. Y is checked bit for
-  bit against the golden model.
-
-The default backend is ``rtl`` when ``gpt_mapping/fabric_run.py`` exists, else ``golden``;
-the choice is printed.
+* ``rtl`` (the default): ``gpt_mapping.fabric_run.run_gemm_rtl(mapping, x16, w16,
+  progress) -> (y16, measured_counters)`` runs the Verilator fabric; ``measured_counters``
+  is a dict with at least ``cycles`` (and ``fmac_lane_ops`` when the PEs count them);
+  ``progress`` is a tqdm bar. Y is checked bit for bit against the golden model.
 """
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -36,31 +31,11 @@ from gpt_mapping.layout import MappingError, map_gemm, parse_fabric
 from gpt_mapping.perf_model import predict
 from gpt_mapping.streams import nonzero_counts
 
-__all__ = ["main", "build_parser", "run_gemm", "load_rtl_backend", "default_backend"]
+__all__ = ["main", "build_parser", "run_gemm"]
 
 BACKENDS = ("golden", "rtl")
 #: Cross-check the vectorised golden model with the PE-by-PE loop up to this many MACs.
 REFERENCE_LOOP_MAX_MACS = 200_000
-
-
-def load_rtl_backend():
-    """Return ``run_gemm_rtl`` from ``gpt_mapping.fabric_run``, or ``None`` if that module
-    does not exist. Any other import failure propagates: a broken RTL backend is an error,
-    never a silent fallback to the golden model."""
-    try:
-        module = importlib.import_module("gpt_mapping.fabric_run")
-    except ModuleNotFoundError as exc:
-        if exc.name == "gpt_mapping.fabric_run":
-            return None
-        raise
-    return module.run_gemm_rtl
-
-
-def default_backend():
-    """``('rtl', why)`` when the RTL backend exists, else ``('golden', why)``."""
-    if load_rtl_backend() is not None:
-        return "rtl", "gpt_mapping.fabric_run is available"
-    return "golden", "gpt_mapping.fabric_run does not exist yet"
 
 
 def build_parser():
@@ -72,8 +47,9 @@ def build_parser():
     parser.add_argument("--fabric", required=True, help="WIDTHxHEIGHT, e.g. 4x4")
     parser.add_argument("--out", required=True, type=Path, help="Y [T, N] float16 .npy")
     parser.add_argument("--report", required=True, type=Path, help="JSON report")
-    parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="rtl when gpt_mapping.fabric_run exists, else golden")
+    parser.add_argument("--backend", choices=BACKENDS, default="rtl",
+                        help="rtl (default): the Verilator fabric; golden: the golden model "
+                             "with predicted cycles")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -110,9 +86,8 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
         cycles, cycles_source = estimate.cycles, "predicted"
         lane_ops = estimate.fmac_lane_ops
     else:
-        run_gemm_rtl = load_rtl_backend()
-        if run_gemm_rtl is None:
-            raise MappingError("backend 'rtl': gpt_mapping/fabric_run.py does not exist yet")
+        # Imported here: the RTL backend brings the Verilator tool chain with it.
+        from gpt_mapping.fabric_run import run_gemm_rtl
         with tqdm(total=None, unit="cycle", desc="RTL fabric", disable=not progress,
                   leave=False) as bar:
             y16, counters = run_gemm_rtl(mapping, x16, w16, bar)
@@ -184,11 +159,7 @@ def main(argv=None):
         width, height = parse_fabric(args.fabric)
         x16, w16 = _load(args.x, "X"), _load(args.w, "W")
         backend = args.backend
-        if backend is None:
-            backend, why = default_backend()
-            print(f"backend: {backend} (default: {why})")
-        else:
-            print(f"backend: {backend}")
+        print(f"backend: {backend}")
         y16, report = run_gemm(x16, w16, width, height, backend=backend,
                                progress=not args.no_progress)
     except MappingError as exc:

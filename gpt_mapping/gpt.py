@@ -49,7 +49,7 @@ __all__ = [
     "spec_gemm_loop", "predict_gemm", "predict_block_cycles", "predicted_lane_ops",
     "predicted_link_wavelets", "counters_to_stats", "PORTS", "PE_LANE_OPS_KEY",
     "PORT_WAVELETS_KEY", "OpRecord", "BlockRun", "run_block", "torch_trace", "evaluate",
-    "run_gpt", "random_input", "rtl_available", "TORCH_REL_TOL", "CHECK_LIMIT",
+    "run_gpt", "random_input", "TORCH_REL_TOL", "CHECK_LIMIT",
 ]
 
 
@@ -360,7 +360,7 @@ def random_input(config, seed=0):
 #: Router ports in the order of every ``links[H, W, port]`` array (SPEC section 3).
 PORTS = ("N", "E", "S", "W", "RAMP")
 
-BACKENDS = ("auto", "golden", "rtl")
+BACKENDS = ("rtl", "golden")
 
 
 def parse_fabric(text):
@@ -448,10 +448,9 @@ class RtlBackend:
     kind = "measured"
 
     def __init__(self):
-        from .gemm_cli import load_rtl_backend
-        self._run = load_rtl_backend()
-        if self._run is None:
-            raise ImportError("gpt_mapping/fabric_run.py does not exist yet")
+        # Imported here: the RTL backend brings the Verilator tool chain with it.
+        from .fabric_run import run_gemm_rtl
+        self._run = run_gemm_rtl
 
     def run(self, mapping, x16, w16, bar):
         """Y = X W on the Verilator fabric; ``bar`` is the tqdm bar the RTL run drives."""
@@ -459,28 +458,15 @@ class RtlBackend:
         return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
 
 
-def rtl_available():
-    """True when the RTL backend (gpt_mapping/fabric_run.py) exists. A module that exists but
-    fails to import raises: a broken RTL backend never falls back silently."""
-    from .gemm_cli import load_rtl_backend
-    return load_rtl_backend() is not None
-
-
-def select_backend(name="auto"):
-    """The backend object for ``"rtl"``, ``"golden"`` or ``"auto"`` (RTL when present)."""
+def select_backend(name="rtl"):
+    """The backend object for ``"rtl"`` (the Verilator fabric) or ``"golden"``."""
     if not isinstance(name, str):
         return name                               # an object with .name/.kind/.run
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    if name == "auto":
-        name = "rtl" if rtl_available() else "golden"
     if name == "golden":
         return GoldenBackend()
-    try:
-        return RtlBackend()
-    except ImportError as exc:
-        raise RuntimeError(f"the RTL backend is not available ({exc}); "
-                           f"use --backend golden") from exc
+    return RtlBackend()
 
 
 def _nonzero_counts(mapping, w16, counts=None):
@@ -886,7 +872,7 @@ def evaluate(run, trace=None, golden=None, check_limit=CHECK_LIMIT, mapped=None)
     return run
 
 
-def run_gpt(block, x, fabric, backend="auto", sparsity=0.0, progress=False, pe=None,
+def run_gpt(block, x, fabric, backend="rtl", sparsity=0.0, progress=False, pe=None,
             check_limit=CHECK_LIMIT):
     """Map ``block`` (pruned to ``sparsity``), run it on input ``x`` (float16/float32
     ``[batch, n_ctx, n_embd]``) and check it: the one-call API of the CLI and the demo.

@@ -2,7 +2,7 @@
 
     python -m gpt_mapping gpt --n-embd 64 --n-head 4 --n-ctx 16 --batch 2 --fabric 4x4 \\
         [--sparsity 0.9] [--state-dict F [--block-prefix transformer.h.0.]] \\
-        [--input X.npy] [--out Y.npy] [--backend auto|rtl|golden] \\
+        [--input X.npy] [--out Y.npy] [--backend rtl|golden] \\
         --report report.json --plots DIR
 
 Steps: build the block (seeded, or from a nanoGPT-style state dict), prune its linear layers
@@ -55,9 +55,9 @@ def build_parser(prog="python -m gpt_mapping gpt"):
     run_args.add_argument("--fabric", required=True, help="WIDTHxHEIGHT PEs, e.g. 4x4")
     run_args.add_argument("--sparsity", type=float, default=0.0,
                           help="fraction of each linear layer's weights pruned by magnitude")
-    run_args.add_argument("--backend", choices=gpt.BACKENDS, default="auto",
-                          help="auto (default): rtl when gpt_mapping/fabric_run.py exists, "
-                               "else golden")
+    run_args.add_argument("--backend", choices=gpt.BACKENDS, default="rtl",
+                          help="rtl (default): GEMMs on the Verilator fabric; golden: the "
+                               "golden model with predicted cycles")
     run_args.add_argument("--input", type=Path,
                           help="input .npy, float32 or float16 [batch, n_ctx, n_embd] "
                                "(default: seeded standard normal)")
@@ -104,11 +104,8 @@ def run(args):
         weights = f"seeded (seed {args.seed})"
     x = load_input(args.input, config) if args.input else gpt.random_input(config, args.seed)
     backend = gpt.select_backend(args.backend)
-    why = "" if args.backend != "auto" else (
-        " (auto: gpt_mapping/fabric_run.py " + ("exists)" if backend.name == "rtl"
-                                                else "does not exist yet)"))
     print(f"GPT block: weights {weights}; input "
-          f"{args.input or f'seeded (seed {args.seed})'}; backend {backend.name}{why}",
+          f"{args.input or f'seeded (seed {args.seed})'}; backend {backend.name}",
           flush=True)
 
     block_run, _ = gpt.run_gpt(block, x, fabric, backend, args.sparsity,
@@ -161,7 +158,7 @@ def demo(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gpt_mapping.demo gpt",
                                      description=demo.__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "build" / "demo" / "gpt")
-    parser.add_argument("--backend", choices=gpt.BACKENDS, default="auto")
+    parser.add_argument("--backend", choices=gpt.BACKENDS, default="rtl")
     parser.add_argument("--no-progress", action="store_true")
     parser.epilog = (f"Any other option goes to every run and overrides the demo block "
                      f"{' '.join(DEMO_ARGS)}, e.g. --n-embd 128 --n-head 2 --fabric 8x4.")

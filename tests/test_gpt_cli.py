@@ -11,13 +11,8 @@ from gpt_mapping import __main__ as entry
 from gpt_mapping import gpt, gpt_cli
 from gpt_mapping.model import GPTConfig, init_block
 
-SMALL = ["--n-embd", "32", "--n-head", "2", "--n-ctx", "8", "--batch", "2", "--fabric", "4x4"]
-
-
-@pytest.fixture(autouse=True)
-def _golden_only(monkeypatch):
-    """These tests pin the golden backend, whatever the RTL's state."""
-    monkeypatch.setattr("gpt_mapping.gemm_cli.load_rtl_backend", lambda: None)
+SMALL = ["--n-embd", "32", "--n-head", "2", "--n-ctx", "8", "--batch", "2", "--fabric", "4x4",
+         "--backend", "golden"]
 
 
 def test_cli_end_to_end_writes_output_report_and_pictures(tmp_path, capsys):
@@ -32,7 +27,7 @@ def test_cli_end_to_end_writes_output_report_and_pictures(tmp_path, capsys):
                        "--plots", str(tmp_path / "plots"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "backend golden (auto: gpt_mapping/fabric_run.py does not exist yet)" in out
+    assert "backend golden" in out
     assert "sparse speed-up" in out and "attn.softmax" in out
 
     # The output is the block's, as float32, and equals the API's result.
@@ -75,7 +70,6 @@ def test_seeded_input_and_weights_by_default(tmp_path, capsys):
     (["--fabric", "4by4"], "is not WIDTHxHEIGHT"),
     (["--sparsity", "1.0"], "--sparsity must be in [0, 1)"),
     (["--n-ctx", "80", "--fabric", "4x1"], "row 0 has T_y = 160 tokens"),
-    (["--backend", "rtl"], "the RTL backend is not available"),
 ])
 def test_bad_arguments_exit_2_naming_the_problem(extra, message, capsys):
     assert gpt_cli.main([*SMALL, *extra, "--no-progress"]) == 2
@@ -100,7 +94,7 @@ def test_demo_runs_dense_and_sparse_and_prints_the_speedup(tmp_path, capsys, mon
     # The pictures are covered above; skipping them keeps this test fast.
     monkeypatch.setattr("gpt_mapping.plots.plot_run", lambda run, directory: [])
     from gpt_mapping import demo
-    code = demo.main(["gpt", "--out-dir", str(tmp_path), "--no-progress"])
+    code = demo.main(["gpt", "--out-dir", str(tmp_path), "--no-progress", "--backend", "golden"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.count("GPT block n_embd=64 n_head=4 n_ctx=16 batch=2") == 2

@@ -1,18 +1,14 @@
 """A small GPT block with its GEMMs on the RTL fabric, bit for bit against the golden
-pipeline, its cycles against the perf model, and the report's sparse speed-up. Skipped until
-gpt_mapping/fabric_run.py (the RTL backend) exists."""
+pipeline, its cycles against the perf model, and the report's sparse speed-up."""
 
 import pytest
 
 from gpt_mapping import gpt, report
-from gpt_mapping.gemm_cli import load_rtl_backend
 from gpt_mapping.model import GPTConfig, init_block
 
 pytestmark = [
     pytest.mark.rtl,
     pytest.mark.slow,
-    pytest.mark.skipif(load_rtl_backend() is None,
-                       reason="the RTL backend gpt_mapping/fabric_run.py does not exist yet"),
 ]
 
 CFG = GPTConfig(n_embd=16, n_head=2, n_ctx=4, batch=2)
