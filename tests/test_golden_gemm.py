@@ -1,7 +1,6 @@
 """golden/gemm.py: the PE-by-PE loop and the vectorised model agree bit for bit, follow the
 SPEC 7 order and zero-skipping, and stay within the documented tolerance of torch float32."""
 
-import time
 
 import numpy as np
 import pytest
@@ -259,16 +258,15 @@ def test_accumulation_depth():
 
 
 @pytest.mark.slow
-def test_gpt2_size_in_seconds():
+def test_gpt2_size():
+    """GPT-2 small's MLP GEMM on the wafer-sized fabric (its wall time is a benchmark
+    figure: ``python bench/model_speed.py``, docs/gemm.md)."""
     rng = np.random.default_rng(0)
     tokens, features, outputs = 1024, 768, 3072
     x = rng.standard_normal((tokens, features)).astype(np.float16)
     w = (rng.standard_normal((features, outputs)) * 0.05).astype(np.float16)
     w[rng.random(w.shape) < 0.5] = 0.0
-    start = time.perf_counter()
     y = fabric_gemm(x, w, 750, 994)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"GPT-2 sized GEMM took {elapsed:.1f} s"
     for t, n in ((0, 0), (1023, 3071), (517, 1234)):
         assert int(bits(y)[t, n]) == single_output(x, w, 750, t, n)
     assert compare_to_torch(y, x, w, 750).ok

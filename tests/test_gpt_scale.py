@@ -2,7 +2,6 @@
 GPT-2-small mappings on the benchmark fabrics (validated without running)."""
 
 import importlib.util
-import time
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,7 @@ def test_bench_on_a_reduced_block():
     a tall 24 x 40 fabric, dense and 90 % sparse: the code path of bench/gpt2_small.py."""
     bench = _bench_module()
     config = GPTConfig(n_embd=192, n_head=3, n_ctx=256, batch=1)
-    start = time.perf_counter()
     rows = bench.bench(config, fabrics=((16, 16), (24, 40)), sparsities=(0.0, 0.9))
-    assert time.perf_counter() - start < 60          # a few seconds when the machine is idle
     assert len(rows) == 4
     for row in rows:
         assert row["worst_op_rel_err"] <= gpt.TORCH_REL_TOL

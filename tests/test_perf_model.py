@@ -2,7 +2,6 @@
 (docs/gemm.md), agrees with cycles measured on the RTL fabric, and runs at GPT-2 size in a
 fraction of a second."""
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -183,12 +182,10 @@ def test_bad_counts_are_rejected():
         predict("4x4", np.zeros((2, 3), dtype=np.int64))
 
 
-def test_gpt2_size_in_a_fraction_of_a_second():
+def test_gpt2_size():
+    """The perf model at GPT-2 size (its wall time: ``python bench/model_speed.py``)."""
     m = GemmMapping(tokens=1024, features=768, outputs=3072, width=750, height=994)
-    start = time.perf_counter()
     est = predict(m, dense(m))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"perf model took {elapsed:.2f} s"
     assert est.nonzero_weights == 768 * 3072 and est.cycles > 3072
     as_dict = est.as_dict()
     assert as_dict["params"]["router_latency"] == 1 and as_dict["cycles"] == est.cycles
