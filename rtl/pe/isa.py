@@ -36,6 +36,7 @@ keeps its value from the previous task (tasks run to completion, one at a time).
 """
 
 import enum as py_enum
+import functools
 from dataclasses import dataclass, field
 
 from amaranth import Shape, signed
@@ -286,7 +287,7 @@ class Insn:
     branch: BranchOp = None
     zero: tuple = field(default=())
 
-    @property
+    @functools.cached_property
     def reads(self):
         """Registers the instruction reads (``rs1``, ``rs2``, ``rs``, ``rm``)."""
         return tuple(r for r in ("rs1", "rs2", "rs", "rm") if r in self.operand_list
@@ -296,11 +297,11 @@ class Insn:
     def writes_rd(self):
         return "rd" in self.operand_list
 
-    @property
+    @functools.cached_property
     def operand_list(self):
         return tuple(o.strip() for o in self.operands.split(",") if o.strip())
 
-    @property
+    @functools.cached_property
     def imm_operands(self):
         """The operands packed into ``imm`` (kinds of :data:`IMM_OPERANDS`), e.g.
         ``("dsr", "word")`` for ``dsrw``; empty for the other instructions."""
@@ -460,18 +461,21 @@ IMM_RANGES = {
 }
 
 
-def _layout(fmt):
-    return data.Layout.cast(FORMATS[fmt])
+@functools.cache
+def _fields(fmt):
+    """``{field: (offset, width, signed)}`` of format ``fmt``, read once from its layout."""
+    return {name: (fld.offset, fld.width, Shape.cast(fld.shape).signed)
+            for name, fld in data.Layout.cast(FORMATS[fmt])}
 
 
 def field_values(fmt, word):
     """``{field: int}`` of ``word`` read with format ``fmt`` (signed fields sign-extended,
     enum fields as ints)."""
     out = {}
-    for name, fld in _layout(fmt):
-        width = fld.width
-        value = (int(word) >> fld.offset) & ((1 << width) - 1)
-        if Shape.cast(fld.shape).signed and value >> (width - 1):
+    word = int(word)
+    for name, (offset, width, is_signed) in _fields(fmt).items():
+        value = (word >> offset) & ((1 << width) - 1)
+        if is_signed and value >> (width - 1):
             value -= 1 << width
         out[name] = value
     return out
@@ -492,21 +496,18 @@ def encode(insn, **fields):
     else:
         fmt, fixed = insn.fmt, {"opcode": insn.opcode.value}
     word = 0
-    layout = _layout(fmt)
-    names = {name for name, _ in layout}
+    table = _fields(fmt)
     for name, value in {**fields, **fixed}.items():
-        if name not in names:
+        if name not in table:
             raise ValueError(f"format {fmt.value} has no field {name!r}")
-        fld = layout[name]
-        width = fld.width
+        offset, width, is_signed = table[name]
         value = int(value.value if isinstance(value, py_enum.Enum) else value)
-        is_signed = Shape.cast(fld.shape).signed
         lo, hi = ((-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed
                   else (0, (1 << width) - 1))
         if not lo <= value <= hi:
             raise ValueError(f"field {name}={value} does not fit in {width} "
                              f"{'signed ' if is_signed else ''}bits of format {fmt.value}")
-        word |= (value & ((1 << width) - 1)) << fld.offset
+        word |= (value & ((1 << width) - 1)) << offset
     return word
 
 
