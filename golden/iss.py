@@ -47,7 +47,7 @@ from rtl.pe.isa import (NUM_GPRS, TENSOR_MNEMONICS, AluOp, BranchOp, Cls, Format
 from rtl.pe.regs import (COUNTER_BASE, DSR_WAVELET, DSR_WORDS, GPR_BASE, MAX_TASKS,
                          ColorBind, CoreStatus, Counter, ErrorCode, ErrorWord, IdWord, Reg,
                          Status, TaskEntry, TensorOp, decode_fields, encode_bind,
-                         encode_fields, encode_task)
+                         encode_fields, encode_task, layout_fields)
 from rtl.wavelet import FIELDS as WAVELET_FIELDS
 from rtl.wavelet import NUM_COLORS
 from rtl.wavelet import pack as pack_wavelet
@@ -204,6 +204,8 @@ _BRANCH = {
 }
 
 RESET, RUNNING, HALTED, IDLE, FAULTED = "reset", "running", "halted", "idle", "fault"
+
+_MODIFIER_FIELDS = layout_fields(LaunchModifier)
 
 
 class ISS:
@@ -672,7 +674,8 @@ class ISS:
         """Run one tensor operation as ``t.<op> dst, a, b, rs, rm`` does: scalar and index
         from ``scalar_word`` (wavelet layout), :class:`rtl.pe.isa.LaunchModifier` from
         ``modifier_word``. Errors of the launch are recorded (the launch is dropped)."""
-        mod = decode_fields(LaunchModifier, modifier_word)
+        mod = {name: (modifier_word >> offset) & ((1 << width) - 1)
+               for name, (offset, width, _) in _MODIFIER_FIELDS.items()}
         data_off, data_w = WAVELET_FIELDS["data"]
         index_off, index_w = WAVELET_FIELDS["index"]
         entry = {"op": TensorOp(op), "dst": dst, "a": a, "b": b,
