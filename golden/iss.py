@@ -795,8 +795,9 @@ class ISS:
             regs = task_start_registers(activation.word)
             first = self._task_entry(activation.task)["entry"]
             if first not in self.model.entries:
-                raise ValueError(f"task {activation.task} is not configured (no .task "
-                                 f"entry, no launch list at entry {first})")
+                raise ValueError(f"task {activation.task} (activated at PC {self.pc:#06x}) "
+                                 f"is not configured: no .task entry, no launch list at "
+                                 f"entry {first}")
             for code in self.model.run_entries(first, regs[1], regs[2]):
                 self._record_error(code, self.pc, f"launch-list task {activation.task}")
 
