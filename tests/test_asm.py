@@ -11,6 +11,7 @@ from rtl.pe.asm import (CSR_NAMES, AssemblyError, assemble, disassemble, disasse
                         li_expansion, listing)
 from rtl.pe.isa import FORMATS, INSNS, TENSOR_MNEMONICS, Format, decode
 from tb.core_cases import CASES, ILLEGAL_WORDS
+from tb.sim import ROOT
 
 # Encodings worked out by hand from the formats in rtl/pe/isa.py's docstring:
 # opcode << 26 | rd/rs2 << 22 | rs1 << 18 | (rs2 << 14 | imm18).
@@ -304,3 +305,13 @@ def test_cases_cover_every_instruction():
                 used.add(insn if isinstance(insn, str) else insn.mnemonic)
     every = {i.mnemonic for i in INSNS} | set(TENSOR_MNEMONICS)
     assert every <= used, sorted(every - used)
+
+
+def test_docs_syntax_example_assembles():
+    """The example of docs/core.md section 2 is a valid program."""
+    text = (ROOT / "docs" / "core.md").read_text()
+    section = text[text.index("## 2. Assembly syntax"):]
+    example = section.split("```")[1]
+    program = assemble(example)
+    assert program.tasks == {3: (program.labels["handler"], 1)}
+    assert program.words[:2] == [0x68412346, 0x4447FFFF]
