@@ -225,6 +225,9 @@ class ISS:
         color bindings enter the task table and the bindings.
     keep_trace : bool
         Keep every :class:`Retire` record in :attr:`trace`.
+    inputs : dict, optional
+        Wavelets queued before the start: ``{color: [(data, index, ctrl), ...]}`` (as
+        :meth:`push_input`).
 
     Use: :meth:`load` a :class:`rtl.pe.asm.Program`, :meth:`start` at a PC, then
     :meth:`step` (one retired instruction) or :meth:`run`.
@@ -232,7 +235,7 @@ class ISS:
 
     def __init__(self, sram_words=12288, num_dsrs=44, acc_words=64, banks=8, threads=8,
                  num_colors=NUM_COLORS, num_tasks=MAX_TASKS, timing=None,
-                 task_order="prio_then_id", config=None, keep_trace=True):
+                 task_order="prio_then_id", config=None, keep_trace=True, inputs=None):
         if sys.byteorder != "little":
             raise RuntimeError("the ISS views FP16 halves as little-endian words: run it on "
                                "a little-endian host")
@@ -275,6 +278,9 @@ class ISS:
         self._last_load_rd = 0
         self._last_pc = None
         self._cache = {}
+        for color, wavelets in (inputs or {}).items():
+            for wavelet in wavelets:
+                self.push_input(color, *wavelet)
 
     # --- configuration ------------------------------------------------------------------
     def load(self, program):

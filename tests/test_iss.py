@@ -125,6 +125,13 @@ def test_recv_blocks_until_input_arrives():
     assert iss.run().halted
 
 
+def test_inputs_given_at_construction():
+    iss = ISS(inputs={7: [(0x1234, 1, 0)]})
+    iss.load(assemble("recv r1, 7\nhalt"))
+    iss.start(0)
+    assert iss.run().halted and iss.regs[1] == 0x38011234   # color 7 << 27 | 1 << 16
+
+
 def test_recv_of_a_bound_color_blocks():
     iss = _started("recv r2, 3\nhalt")
     iss.bind(3, data_task=1)
