@@ -18,15 +18,15 @@ Semantics beyond the instruction table (``docs/core.md``, "The ISS"):
 * Faults stop the core (:class:`CoreFault`): ``ILLEGAL_INSTRUCTION`` (a word that is not an
   instruction), ``CORE_ADDRESS`` (fetch, load or store outside the SRAM),
   ``CORE_MISALIGNED`` (load/store address or ``jalr`` target not a multiple of 4; checked
-  before the range). A control transfer to an address outside the SRAM retires, and the
-  fetch at the target faults. The faulting instruction does not retire.
+  before the range), and operands beyond the PE's parameters: ``BAD_OPERAND`` (``dsrw`` /
+  ``dsrr`` of a DSR id >= ``num_dsrs``; ``recv`` of a color bound to a task), ``BAD_COLOR``
+  (``send``/``recv`` color >= ``num_colors``), ``BAD_TASK`` (``tact``/``tblk``/``tunblk``
+  task >= ``num_tasks``). A control transfer to an address outside the SRAM retires, and
+  the fetch at the target faults. The faulting instruction does not retire.
 * Errors of a tensor launch (codes 1..10 of :class:`rtl.pe.regs.ErrorCode`) do not stop
-  the core: the launch is dropped and the error recorded, as the engine does. ``dsrw`` /
-  ``dsrr`` of a DSR id >= ``num_dsrs`` and ``tact``/``tblk``/``tunblk`` of a task >=
-  ``num_tasks`` likewise record ``BAD_OPERAND`` / ``BAD_TASK`` and do nothing (``dsrr``
-  reads 0).
-* ``recv`` of an empty queue, ``recv`` of a bound color and a tensor launch whose fabric
-  input has too few wavelets raise :class:`CoreBlocked` (the RTL would wait forever).
+  the core: the launch is dropped and the error recorded, as the engine does.
+* ``recv`` of an empty queue and a tensor launch whose fabric input has too few wavelets
+  raise :class:`CoreBlocked` (the RTL would wait forever).
 * Tasks: ``tact`` and wavelets on bound colors make *activations*; at ``tend`` the core
   starts the runnable (not blocked) activation that comes first in ``task_order`` (default
   :func:`prio_then_id`: highest priority, then lowest task id, then the oldest). Launch-list
@@ -439,6 +439,21 @@ class ISS:
         self.error_flags |= 1 << code.value
         self.counters[Counter.ERRORS] += 1
 
+    def _check_dsr(self, dsr, pc, word):
+        if dsr >= self.num_dsrs:
+            raise self._raise_fault(ErrorCode.BAD_OPERAND, pc, word,
+                                    f"no DSR {dsr} (the PE has {self.num_dsrs})")
+
+    def _check_color(self, color, pc, word):
+        if color >= self.num_colors:
+            raise self._raise_fault(ErrorCode.BAD_COLOR, pc, word,
+                                    f"no color {color} (the PE has {self.num_colors})")
+
+    def _check_task(self, task, pc, word):
+        if task >= self.num_tasks:
+            raise self._raise_fault(ErrorCode.BAD_TASK, pc, word,
+                                    f"no task {task} (the PE has {self.num_tasks})")
+
     def _data_address(self, base, imm, pc, word, what):
         address = (base + imm) & M32
         if address & 3:
@@ -553,10 +568,8 @@ class ISS:
         dsr, index = packed["dsr"], packed["word"]
 
         def dsrw(pc):
-            if dsr >= self.num_dsrs:
-                self._record_error(ErrorCode.BAD_OPERAND, pc, f"dsrw: no DSR {dsr}")
-            else:
-                self.model.dsr_words.setdefault(dsr, [0] * DSR_WORDS)[index] = R[rs1]
+            self._check_dsr(dsr, pc, word)
+            self.model.dsr_words.setdefault(dsr, [0] * DSR_WORDS)[index] = R[rs1]
             return 0, 0, pc + 4, 0
         return dsrw
 
@@ -566,12 +579,8 @@ class ISS:
         dsr, index = packed["dsr"], packed["word"]
 
         def dsrr(pc):
-            if dsr >= self.num_dsrs:
-                self._record_error(ErrorCode.BAD_OPERAND, pc, f"dsrr: no DSR {dsr}")
-                v = 0
-            else:
-                v = int(self.model.dsr_words.get(dsr, [0] * DSR_WORDS)[index]) & M32
-            R[rd] = v
+            self._check_dsr(dsr, pc, word)
+            v = R[rd] = int(self.model.dsr_words.get(dsr, [0] * DSR_WORDS)[index]) & M32
             return rd, v if rd else 0, pc + 4, 0
         return dsrr
 
@@ -583,12 +592,10 @@ class ISS:
         index_mask = (1 << WAVELET_FIELDS["index"][1]) - 1
 
         def send(pc):
-            if color >= self.num_colors:
-                self._record_error(ErrorCode.BAD_COLOR, pc, f"send on color {color}")
-            else:
-                self.model.fout.setdefault(color, []).append(
-                    (R[rs1] & data_mask, R[rs2] & index_mask, ctrl))
-                self.counters[Counter.WAVELETS_OUT] += 1
+            self._check_color(color, pc, word)
+            self.model.fout.setdefault(color, []).append(
+                (R[rs1] & data_mask, R[rs2] & index_mask, ctrl))
+            self.counters[Counter.WAVELETS_OUT] += 1
             return 0, 0, pc + 4, 0
         return send
 
@@ -597,11 +604,12 @@ class ISS:
         color = insn.split_imm(f["imm"])["color"]
 
         def recv(pc):
+            self._check_color(color, pc, word)
             if color in self.binds and (self.binds[color]["data_en"]
                                         or self.binds[color]["ctrl_en"]):
-                raise CoreBlocked(pc, word, f"recv at PC {pc:#06x} ({self._describe(pc, word)})"
-                                            f": color {color} is bound to a task, its wavelets "
-                                            f"start tasks (the RTL core would wait forever)")
+                raise self._raise_fault(ErrorCode.BAD_OPERAND, pc, word,
+                                        f"color {color} is bound to a task: its wavelets "
+                                        f"start tasks, recv cannot take them")
             queue = self.model.fin.get(color)
             if not queue:
                 raise CoreBlocked(pc, word, f"recv at PC {pc:#06x} ({self._describe(pc, word)})"
@@ -617,10 +625,8 @@ class ISS:
         R, rs1, task = self.regs, f["rs1"], insn.split_imm(f["imm"])["task"]
 
         def tact(pc):
-            if task >= self.num_tasks:
-                self._record_error(ErrorCode.BAD_TASK, pc, f"tact of task {task}")
-            else:
-                self._activate(task, R[rs1], pc)
+            self._check_task(task, pc, word)
+            self._activate(task, R[rs1], pc)
             return 0, 0, pc + 4, 0
         return tact
 
@@ -628,9 +634,8 @@ class ISS:
         task = insn.split_imm(f["imm"])["task"]
 
         def tblk(pc):
-            if task >= self.num_tasks:
-                self._record_error(ErrorCode.BAD_TASK, pc, f"{insn.mnemonic} of task {task}")
-            elif block:
+            self._check_task(task, pc, word)
+            if block:
                 self.blocked |= 1 << task
             else:
                 self.blocked &= ~(1 << task)

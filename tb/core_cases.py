@@ -651,17 +651,17 @@ after:  add  r3, r0, r0
         halt
         """,
         {1: 0x12345678, 2: 0x12345678, 3: 0x12345678, 5: 0xFFFFFFFF, 6: 0xFFFFFFFF}),
-    CoreCase(
-        "dsr_beyond_num_dsrs", "dsrw/dsrr of DSR 44 (the PE has 44): BAD_OPERAND, the core "
-                               "goes on, dsrr reads 0",
-        """
+    _fault("dsrw_beyond_num_dsrs", "dsrw of DSR 44 (the PE has 44: ids 0..43)", """
         addi r1, r0, 3
         dsrw r1, 44, 0
-        dsrr r3, 44, 0
-        csrr r2, ERROR
-        halt
-        """,
-        {1: 3, 2: 6}),
+        """, ErrorCode.BAD_OPERAND, 0x4, {1: 3}, retired=1),
+    _fault("dsrr_beyond_num_dsrs", "dsrr of DSR 63 (DSR_WAVELET is not a register)", """
+        dsrr r1, 63, 7
+        """, ErrorCode.BAD_OPERAND, 0x0, retired=0),
+    _fault("recv_bound_color", "recv of a color bound to a task", """
+        recv r1, 4
+        """, ErrorCode.BAD_OPERAND, 0x0, binds={4: {"data_task": 1, "ctrl_base": None,
+                                                   "prio": 0}}),
     CoreCase(
         "send", "send and sendc: data = rs1[15:0], index = rs2[9:0]",
         """

@@ -132,11 +132,19 @@ def test_inputs_given_at_construction():
     assert iss.run().halted and iss.regs[1] == 0x38011234   # color 7 << 27 | 1 << 16
 
 
-def test_recv_of_a_bound_color_blocks():
-    iss = _started("recv r2, 3\nhalt")
-    iss.bind(3, data_task=1)
-    with pytest.raises(CoreBlocked, match="color 3 is bound to a task"):
-        iss.step()
+def test_operands_beyond_the_pe_parameters_fault():
+    """Encodable but beyond this PE: a DSR id >= num_dsrs, a color >= num_colors, a task
+    >= num_tasks are faults naming the operand."""
+    for source, params, code, what in (
+            ("dsrw r1, 16, 0", {"num_dsrs": 16}, ErrorCode.BAD_OPERAND, "no DSR 16"),
+            ("send 8, r1, r2", {"num_colors": 8}, ErrorCode.BAD_COLOR, "no color 8"),
+            ("recv r1, 9", {"num_colors": 8}, ErrorCode.BAD_COLOR, "no color 9"),
+            ("tact 20, r1", {"num_tasks": 16}, ErrorCode.BAD_TASK, "no task 20"),
+            ("tunblk 16", {"num_tasks": 16}, ErrorCode.BAD_TASK, "no task 16")):
+        iss = _started(source + "\nhalt", **params)
+        with pytest.raises(CoreFault, match=f"{code.name} at PC 0x0000 .*: {what}"):
+            iss.step()
+        assert iss.state == "fault" and iss.read_csr(2) == code.value
 
 
 def test_fin_operand_short_of_wavelets_blocks_and_consumes_nothing():
