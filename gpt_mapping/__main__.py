@@ -1,7 +1,9 @@
 """``python -m gpt_mapping <command> ...``: the mapper's command line.
 
 Commands: ``gemm`` (:mod:`gpt_mapping.gemm_cli`) maps and runs one GEMM; ``gpt``
-(:mod:`gpt_mapping.gpt_cli`) maps and runs a GPT block. Each command module has
+(:mod:`gpt_mapping.gpt_cli`) maps and runs a GPT block; ``core``
+(:mod:`gpt_mapping.core_cli`) assembles a program and runs it on one PE's control core.
+Each command module has
 ``main(argv) -> exit code`` and is imported only when its command is used.
 """
 
@@ -12,6 +14,7 @@ import sys
 COMMANDS = {
     "gemm": ("gpt_mapping.gemm_cli", "map, run and report one GEMM Y = X W"),
     "gpt": ("gpt_mapping.gpt_cli", "map, run and report a GPT block"),
+    "core": ("gpt_mapping.core_cli", "assemble a program and run it on one PE's core"),
 }
 
 

@@ -164,8 +164,13 @@ class PEModel:
     def activate(self, task, data=0, index=0):
         """Run every launch of ``task`` with trigger ``(data, index)``; returns error codes
         raised (launches that fail are skipped, as the hardware does)."""
+        return self.run_entries(self.tasks[task], data, index)
+
+    def run_entries(self, entry, data=0, index=0):
+        """Run the launch list that starts at launch entry ``entry`` (up to the entry with
+        ``last``) with trigger ``(data, index)``; returns the error codes raised. The
+        instruction-set simulator (:mod:`golden.iss`) runs launch-list tasks through it."""
         errors = []
-        entry = self.tasks[task]
         while True:
             e = _decode_entry(self.entries[entry])
             try:

@@ -36,19 +36,21 @@ keeps its value from the previous task (tasks run to completion, one at a time).
 """
 
 import enum as py_enum
+import functools
 from dataclasses import dataclass, field
 
 from amaranth import Shape, signed
 from amaranth.lib import data, enum
 
-from rtl.pe.regs import DSR_NONE, DSR_WAVELET, TensorOp
-from rtl.wavelet import Wavelet
+from rtl.pe.regs import BIND_BASE, DSR_NONE, DSR_WAVELET, DSR_WORDS, MAX_TASKS, TensorOp
+from rtl.wavelet import NUM_COLORS, Wavelet
 
 __all__ = [
     "XLEN", "NUM_GPRS", "PC_BITS", "Opcode", "Format", "Cls", "AluOp", "BranchOp",
     "RFormat", "IFormat", "SFormat", "UFormat", "JFormat", "TFormat", "FORMATS",
     "TENSOR_MAJOR", "LaunchModifier", "RetireRecord", "TaskStart", "Insn", "INSNS",
-    "BY_MNEMONIC", "BY_OPCODE", "TENSOR_MNEMONICS", "PSEUDOS", "IMM_RANGES",
+    "BY_MNEMONIC", "BY_OPCODE", "TENSOR_MNEMONICS", "PSEUDOS", "IMM_RANGES", "IMM_OPERANDS",
+    "DSR_IDS", "CSR_SPACE",
     "decode", "encode", "field_values", "isa_table_markdown",
 ]
 
@@ -285,7 +287,7 @@ class Insn:
     branch: BranchOp = None
     zero: tuple = field(default=())
 
-    @property
+    @functools.cached_property
     def reads(self):
         """Registers the instruction reads (``rs1``, ``rs2``, ``rs``, ``rm``)."""
         return tuple(r for r in ("rs1", "rs2", "rs", "rm") if r in self.operand_list
@@ -295,9 +297,42 @@ class Insn:
     def writes_rd(self):
         return "rd" in self.operand_list
 
-    @property
+    @functools.cached_property
     def operand_list(self):
         return tuple(o.strip() for o in self.operands.split(",") if o.strip())
+
+    @functools.cached_property
+    def imm_operands(self):
+        """The operands packed into ``imm`` (kinds of :data:`IMM_OPERANDS`), e.g.
+        ``("dsr", "word")`` for ``dsrw``; empty for the other instructions."""
+        return tuple(o for o in self.operand_list if o in IMM_OPERANDS)
+
+    def split_imm(self, imm):
+        """``{kind: value}`` of the operands packed into ``imm``, or ``None`` when ``imm``
+        is not a packing of in-range values (then the word is not an instruction)."""
+        values, rebuilt = {}, 0
+        for kind in self.imm_operands:
+            shift, count = IMM_OPERANDS[kind]
+            value = (imm >> shift) & ((1 << (count - 1).bit_length()) - 1) if imm >= 0 else -1
+            if not 0 <= value < count:
+                return None
+            values[kind] = value
+            rebuilt |= value << shift
+        return values if rebuilt == imm else None
+
+    def pack_imm(self, **values):
+        """The ``imm`` field holding the packed operands ``values`` (see :meth:`split_imm`);
+        raises ``ValueError`` naming an operand that is out of range or missing."""
+        imm = 0
+        for kind in self.imm_operands:
+            shift, count = IMM_OPERANDS[kind]
+            if kind not in values:
+                raise ValueError(f"{self.mnemonic}: operand {kind!r} missing")
+            value = int(values[kind])
+            if not 0 <= value < count:
+                raise ValueError(f"{self.mnemonic}: {kind}={value} out of range 0..{count - 1}")
+            imm |= value << shift
+        return imm
 
 
 def _r(m, op, alu, summary):
@@ -392,9 +427,29 @@ PSEUDOS = {
     "nop": ("", "addi r0, r0, 0"),
     "mv": ("rd, rs", "addi rd, rs, 0"),
     "li": ("rd, value",
-           "addi rd, r0, value if it fits 18 signed bits, else lui rd, hi + addi rd, rd, lo "
+           "addi rd, r0, value if it fits 18 signed bits (read as a 32-bit two's-complement "
+           "number: 0xFFFFFFFF is -1), else lui rd, hi + addi rd, rd, lo "
            "with hi = (value + 0x800) >> 12 and lo = value - (hi << 12) in -2048..2047 "
            "(addi omitted when lo = 0); any value in -2^31 .. 2^32 - 1"),
+}
+
+#: DSR ids an instruction can name: the real DSRs 0..MAX_DSRS-1 plus DSR_NONE / DSR_WAVELET.
+DSR_IDS = 64
+#: ``csrr`` reads the register region below the color bindings (``Reg``, counters, GPRs).
+CSR_SPACE = BIND_BASE
+
+#: Operands that PE instructions pack into their ``imm`` field: kind -> (shift, count); the
+#: value sits at ``imm >> shift`` and must be below ``count``. ``decode`` rejects a word
+#: whose immediate is anything else (bits outside the packing, a value out of range), so
+#: that every instruction word has exactly one assembly text (and the RTL decoder raises
+#: ILLEGAL_INSTRUCTION for it). Limits of the encoding; the PE's parameters (num_dsrs,
+#: num_tasks) may be smaller and are checked when the instruction executes.
+IMM_OPERANDS = {
+    "dsr": (3, DSR_IDS),          # dsrw / dsrr: imm = dsr << 3 | word
+    "word": (0, DSR_WORDS),
+    "color": (0, NUM_COLORS),     # send / sendc / recv
+    "task": (0, MAX_TASKS),       # tact / tblk / tunblk
+    "csr": (0, CSR_SPACE),        # csrr
 }
 
 #: Ranges (inclusive) of the immediate of each format, as the assembler accepts them.
@@ -406,18 +461,21 @@ IMM_RANGES = {
 }
 
 
-def _layout(fmt):
-    return data.Layout.cast(FORMATS[fmt])
+@functools.cache
+def _fields(fmt):
+    """``{field: (offset, width, signed)}`` of format ``fmt``, read once from its layout."""
+    return {name: (fld.offset, fld.width, Shape.cast(fld.shape).signed)
+            for name, fld in data.Layout.cast(FORMATS[fmt])}
 
 
 def field_values(fmt, word):
     """``{field: int}`` of ``word`` read with format ``fmt`` (signed fields sign-extended,
     enum fields as ints)."""
     out = {}
-    for name, fld in _layout(fmt):
-        width = fld.width
-        value = (int(word) >> fld.offset) & ((1 << width) - 1)
-        if Shape.cast(fld.shape).signed and value >> (width - 1):
+    word = int(word)
+    for name, (offset, width, is_signed) in _fields(fmt).items():
+        value = (word >> offset) & ((1 << width) - 1)
+        if is_signed and value >> (width - 1):
             value -= 1 << width
         out[name] = value
     return out
@@ -438,21 +496,18 @@ def encode(insn, **fields):
     else:
         fmt, fixed = insn.fmt, {"opcode": insn.opcode.value}
     word = 0
-    layout = _layout(fmt)
-    names = {name for name, _ in layout}
+    table = _fields(fmt)
     for name, value in {**fields, **fixed}.items():
-        if name not in names:
+        if name not in table:
             raise ValueError(f"format {fmt.value} has no field {name!r}")
-        fld = layout[name]
-        width = fld.width
+        offset, width, is_signed = table[name]
         value = int(value.value if isinstance(value, py_enum.Enum) else value)
-        is_signed = Shape.cast(fld.shape).signed
         lo, hi = ((-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed
                   else (0, (1 << width) - 1))
         if not lo <= value <= hi:
             raise ValueError(f"field {name}={value} does not fit in {width} "
                              f"{'signed ' if is_signed else ''}bits of format {fmt.value}")
-        word |= (value & ((1 << width) - 1)) << fld.offset
+        word |= (value & ((1 << width) - 1)) << offset
     return word
 
 
@@ -461,7 +516,8 @@ def decode(word):
 
     ``insn`` is an :class:`Insn` or, for a tensor launch, the ``t.<op>`` mnemonic (a str);
     ``fields`` are the format's fields. A word is an instruction when its opcode is in the
-    table (or it is a tensor launch of a defined op) and its ``zero`` fields are 0."""
+    table (or it is a tensor launch of a defined op), its ``zero`` fields are 0 and the
+    operands packed into its immediate are in range (:data:`IMM_OPERANDS`)."""
     word = int(word) & 0xFFFFFFFF
     if word >> 30 == TENSOR_MAJOR:
         fields = field_values(Format.T, word)
@@ -479,6 +535,8 @@ def decode(word):
         return None
     fields = field_values(insn.fmt, word)
     if any(fields[name] != 0 for name in insn.zero):
+        return None
+    if insn.imm_operands and insn.split_imm(fields["imm"]) is None:
         return None
     return insn, fields
 
