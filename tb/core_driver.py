@@ -98,10 +98,19 @@ class Prog:
     def nop(self, expect=True):
         self.op("addi", rd=0, rs1=0, imm=0, expect=expect)
 
+    def word(self, value):
+        """A raw word (data, or a word that is not an instruction); never expected to
+        retire."""
+        self._items.append((None, value, None))
+        return self.pc - 4
+
     def words(self):
         """The encoded words (labels resolved to word offsets from the instruction)."""
         out = []
         for i, (mnemonic, fields, label) in enumerate(self._items):
+            if mnemonic is None:
+                out.append(fields)
+                continue
             fields = dict(fields)
             if label is not None:
                 fields["imm"] = (self.labels[label] - (self.base + 4 * i)) // 4
@@ -142,10 +151,15 @@ class CoreHost:
 
     def __init__(self, dut):
         self.dut = dut
+        self._clock = None
 
     async def reset(self, *, rate_bank=0, rate_port=0, seed=1, op_latency=0):
+        """Start the clock (once) and reset the harness with these stall rates (in 16ths)
+        and this seed of its random stalls."""
         d = self.dut
-        Clock(d.clk, 10, unit="ns").start()
+        if self._clock is None:
+            self._clock = Clock(d.clk, 10, unit="ns")
+            self._clock.start()
         for name in ("host_addr", "host_wdata", "host_we", "host_re", "restart",
                      "ops_pending", "dsr_busy", "recv_bound", "seed_we"):
             getattr(d, name).value = 0
@@ -164,6 +178,7 @@ class CoreHost:
     async def write(self, writes):
         """``(region, offset, value)`` host writes, one per cycle."""
         d = self.dut
+        await FallingEdge(d.clk)
         for region, offset, value in writes:
             d.host_addr.value = (int(region) << 16) | offset
             d.host_wdata.value = value & MASK
@@ -174,6 +189,7 @@ class CoreHost:
     async def read(self, addrs):
         """Read ``(region, offset)`` pairs (pipelined, one per cycle)."""
         d = self.dut
+        await FallingEdge(d.clk)
         out = []
         for i, item in enumerate(list(addrs) + [None]):
             if i:
@@ -186,6 +202,14 @@ class CoreHost:
             d.host_re.value = 1
             await FallingEdge(d.clk)
         return out
+
+    async def pulse(self, name, cycles=1):
+        """Raise input ``name`` for ``cycles`` cycles."""
+        await FallingEdge(self.dut.clk)
+        getattr(self.dut, name).value = 1
+        for _ in range(cycles):
+            await FallingEdge(self.dut.clk)
+        getattr(self.dut, name).value = 0
 
     async def load(self, words, base=0):
         await self.write([(Region.SRAM, base // 4 + i, w) for i, w in enumerate(words)])

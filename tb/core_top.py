@@ -231,7 +231,7 @@ class CoreTop(wiring.Component):
         csr_q = Signal(32)
         with m.If(core.csr.en):
             a = core.csr.addr
-            m.d.sync += csr_q.eq(Cat(~a, a, Const(0xC5, 16)))
+            m.d.sync += csr_q.eq(Cat(~a, a, Const(0, 8), Const(0xC5, 8)))
         m.d.comb += core.csr.rdata.eq(csr_q)
 
         # --- send sink ------------------------------------------------------------------------

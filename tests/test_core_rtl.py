@@ -23,7 +23,20 @@ def core_build():
 
 @pytest.mark.parametrize("testcase,tb_params", [
     ("alu", {}),
+    ("forwarding", {}),
+    ("branches", {}),
+    ("branch_shadow", {}),
+    ("memory", {}),
+    ("pe_ports", {}),
+    ("stalls", {"seed": 1}),
+    ("stalls", {"seed": 2, "rate_bank": 10, "rate_port": 3}),
+    ("stalls", {"seed": 3, "rate_bank": 2, "rate_port": 11}),
+    ("tasks", {}),
+    ("twait", {}),
+    ("faults", {}),
+    ("cpi", {}),
 ])
 def test_core(testcase, tb_params):
-    sim.run(core_build(), "tb.core_tb", testcase=testcase, name=f"core_{testcase}",
+    name = f"core_{testcase}_{tb_params.get('seed', 0)}"
+    sim.run(core_build(), "tb.core_tb", testcase=testcase, name=name,
             tb_params=tb_params, timeout=300)
