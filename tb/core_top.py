@@ -101,12 +101,28 @@ class _Log:
             m.d.sync += self.count.eq(self.count + 1)
 
 
-class CoreTop(wiring.Component):
-    """The core with the PE-side models of the module docstring."""
+class _NoCore(wiring.Component):
+    """A stand-in with the core's ports and no logic (its outputs are 0): the harness
+    alone, for the floor of the simulation-cost measurement (bench/core_speed.py)."""
 
-    def __init__(self, sram_words=12288, banks=8, num_colors=24, num_tasks=32, num_dsrs=44):
+    def __init__(self, **params):
+        core = Core(**params)
+        core._MustUse__silence = True       # only its signature is used
+        super().__init__(dict(core.signature.members))
+
+    def elaborate(self, platform):
+        return Module()
+
+
+class CoreTop(wiring.Component):
+    """The core with the PE-side models of the module docstring (``with_core=False``: the
+    harness around a stand-in without logic, to measure the harness's own cost)."""
+
+    def __init__(self, sram_words=12288, banks=8, num_colors=24, num_tasks=32, num_dsrs=44,
+                 with_core=True):
         self._params = dict(sram_words=sram_words, banks=banks, num_colors=num_colors,
                             num_tasks=num_tasks, num_dsrs=num_dsrs)
+        self._with_core = with_core
         super().__init__({
             "host_addr": In(20), "host_wdata": In(32), "host_we": In(1), "host_re": In(1),
             "host_rdata": Out(32),
@@ -125,7 +141,7 @@ class CoreTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self._params
-        m.submodules.core = core = Core(**p)
+        m.submodules.core = core = Core(**p) if self._with_core else _NoCore(**p)
         words, banks = p["sram_words"], p["banks"]
         log2_banks = exact_log2(banks)
         addr_bits = ceil_log2(words)
