@@ -191,15 +191,17 @@ class CoreHost:
         d = self.dut
         await FallingEdge(d.clk)
         out = []
-        for i, item in enumerate(list(addrs) + [None]):
-            if i:
+        items = list(addrs)
+        # host_rdata follows host_re by two cycles (the harness registers its inputs).
+        for i, item in enumerate(items + [None, None]):
+            if i >= 2:
                 out.append(int(d.host_rdata.value))
             if item is None:
                 d.host_re.value = 0
-                break
-            region, offset = item
-            d.host_addr.value = (int(region) << 16) | offset
-            d.host_re.value = 1
+            else:
+                region, offset = item
+                d.host_addr.value = (int(region) << 16) | offset
+                d.host_re.value = 1
             await FallingEdge(d.clk)
         return out
 
@@ -210,6 +212,7 @@ class CoreHost:
         for _ in range(cycles):
             await FallingEdge(self.dut.clk)
         getattr(self.dut, name).value = 0
+        await FallingEdge(self.dut.clk)     # the harness acts on its registered copy
 
     async def load(self, words, base=0):
         await self.write([(Region.SRAM, base // 4 + i, w) for i, w in enumerate(words)])

@@ -18,7 +18,9 @@ functional models of everything the PE gives it, and a host port to load and rea
 * A start queue (8 deep) that offers TaskStarts to the core back to back.
 
 Host port: ``host_addr`` = region (bits 19..16, :class:`Region`) and offset, ``host_we`` /
-``host_re``, ``host_rdata`` one cycle after ``host_re``. Log fields are at offset
+``host_re``, ``host_rdata`` two cycles after ``host_re`` (every input of the harness is
+registered before it is used, so that the core's logic depends on registers only, as in the
+PE; inputs act one cycle after they are driven). Log fields are at offset
 ``field << LOG_BITS | entry``.
 """
 
@@ -146,10 +148,18 @@ class CoreTop(wiring.Component):
         log2_banks = exact_log2(banks)
         addr_bits = ceil_log2(words)
 
-        region = self.host_addr[16:20]
-        offset = self.host_addr[:16]
-        host_we = {r: self.host_we & (region == r) for r in Region}
-        host_re = {r: self.host_re & (region == r) for r in Region}
+        # Every input registered: the model's logic then depends on registers only (as the
+        # core's would in the PE), not on top-level inputs, which Verilator re-evaluates
+        # at every eval() (bench/core_speed.py measures the core, not this harness).
+        inp = {}
+        for name in ['host_addr', 'host_wdata', 'host_we', 'host_re', 'restart', 'ops_pending', 'op_latency', 'dsr_busy', 'recv_bound', 'rate_bank', 'rate_port', 'seed_we', 'seed']:
+            port = getattr(self, name)
+            inp[name] = Signal.like(port, name=f"{name}_q")
+            m.d.sync += inp[name].eq(port)
+        region = inp['host_addr'][16:20]
+        offset = inp['host_addr'][:16]
+        host_we = {r: inp['host_we'] & (region == r) for r in Region}
+        host_re = {r: inp['host_re'] & (region == r) for r in Region}
         clear = host_we[Region.CTRL]
 
         cycle = Signal(32)
@@ -159,9 +169,9 @@ class CoreTop(wiring.Component):
         # Random stalls: a 64-bit xorshift, 4-bit slices against the rates.
         rng = Signal(64, init=0x9E3779B97F4A7C15)
         rng_on = Signal()
-        m.d.sync += rng_on.eq((self.rate_bank != 0) | (self.rate_port != 0))
-        with m.If(self.seed_we):
-            m.d.sync += rng.eq(Cat(self.seed, ~self.seed))
+        m.d.sync += rng_on.eq((inp['rate_bank'] != 0) | (inp['rate_port'] != 0))
+        with m.If(inp['seed_we']):
+            m.d.sync += rng.eq(Cat(inp['seed'], ~inp['seed']))
         with m.Elif(rng_on):
             s1 = rng ^ (rng << 13)[:64]
             s2 = s1 ^ (s1 >> 7)
@@ -170,8 +180,8 @@ class CoreTop(wiring.Component):
         def chance(slot, rate):
             return rng_on & (rng[4 * slot:4 * slot + 4] < rate)
         bank_denied = Signal(banks)
-        m.d.comb += bank_denied.eq(Cat(*(chance(b % 8, self.rate_bank) for b in range(banks))))
-        stall = {name: chance(8 + i, self.rate_port)
+        m.d.comb += bank_denied.eq(Cat(*(chance(b % 8, inp['rate_bank']) for b in range(banks))))
+        stall = {name: chance(8 + i, inp['rate_port'])
                  for i, name in enumerate(("launch", "dsr", "send", "recv", "task"))}
 
         # --- SRAM: banked grants, one memory ----------------------------------------------
@@ -180,7 +190,7 @@ class CoreTop(wiring.Component):
         s_mem = sram.read_port(transparent_for=())
         s_host = sram.read_port(transparent_for=())
         s_w = sram.write_port()
-        host_sram = (self.host_we | self.host_re) & (region == Region.SRAM)
+        host_sram = (inp['host_we'] | inp['host_re']) & (region == Region.SRAM)
         host_bank = offset[:log2_banks] if log2_banks else Const(0, 1)
         mem_bank = core.mem.addr[:log2_banks] if log2_banks else Const(0, 1)
         fetch_bank = core.fetch.addr[:log2_banks] if log2_banks else Const(0, 1)
@@ -198,7 +208,7 @@ class CoreTop(wiring.Component):
         ]
         with m.If(host_we[Region.SRAM]):
             m.d.comb += [s_w.en.eq(1), s_w.addr.eq(offset[:addr_bits]),
-                         s_w.data.eq(self.host_wdata)]
+                         s_w.data.eq(inp['host_wdata'])]
         with m.Elif(mem_grant & core.mem.we):
             m.d.comb += [s_w.en.eq(1), s_w.addr.eq(core.mem.addr[:addr_bits]),
                          s_w.data.eq(core.mem.wdata)]
@@ -211,7 +221,7 @@ class CoreTop(wiring.Component):
         d_w = dsrs.write_port()
         dsr_index = Cat(core.dsr.word, core.dsr.id)
         dsr_grant = core.dsr.en & ~stall["dsr"]
-        dsr_busy = self.dsr_busy.bit_select(core.dsr.id, 1)
+        dsr_busy = inp['dsr_busy'].bit_select(core.dsr.id, 1)
         m.d.comb += [
             core.dsr.grant.eq(dsr_grant), core.dsr.busy.eq(dsr_grant & dsr_busy),
             d_core.addr.eq(dsr_index), d_core.en.eq(dsr_grant & ~core.dsr.we),
@@ -219,7 +229,7 @@ class CoreTop(wiring.Component):
             d_host.addr.eq(offset), d_host.en.eq(host_re[Region.DSR]),
         ]
         with m.If(host_we[Region.DSR]):
-            m.d.comb += [d_w.en.eq(1), d_w.addr.eq(offset), d_w.data.eq(self.host_wdata)]
+            m.d.comb += [d_w.en.eq(1), d_w.addr.eq(offset), d_w.data.eq(inp['host_wdata'])]
         with m.Elif(dsr_grant & core.dsr.we & ~dsr_busy):
             m.d.comb += [d_w.en.eq(1), d_w.addr.eq(dsr_index), d_w.data.eq(core.dsr.wdata)]
 
@@ -230,13 +240,13 @@ class CoreTop(wiring.Component):
         launch_fire = core.launch.valid & ~stall["launch"]
         pending = Signal(8)
         with m.If(launch_fire):
-            m.d.sync += pending.eq(Mux(pending > self.op_latency, pending, self.op_latency))
+            m.d.sync += pending.eq(Mux(pending > inp['op_latency'], pending, inp['op_latency']))
         with m.Elif(pending != 0):
             m.d.sync += pending.eq(pending - 1)
         req_bits = Signal(64)
         m.d.comb += [
             core.launch.ready.eq(~stall["launch"]),
-            core.ops_pending.eq(self.ops_pending | (pending != 0)),
+            core.ops_pending.eq(inp['ops_pending'] | (pending != 0)),
             req_bits.eq(core.launch.payload.as_value()),
             logs[Region.LAUNCH].push.eq(launch_fire),
             logs[Region.LAUNCH].values["lo"].eq(req_bits[:32]),
@@ -266,17 +276,17 @@ class CoreTop(wiring.Component):
         color = core.recv.color
         count = counts.word_select(color, 4)
         head = heads.word_select(color, 3)
-        bound = self.recv_bound.bit_select(color, 1)
+        bound = inp['recv_bound'].bit_select(color, 1)
         recv_grant = core.recv.en & ~bound & (count != 0) & ~stall["recv"]
         m.d.comb += [
             core.recv.grant.eq(recv_grant), core.recv.bad.eq(core.recv.en & bound),
             r_core.addr.eq(Cat(head, color)), r_core.en.eq(recv_grant),
             core.recv.rdata.eq(r_core.data),
             r_w.en.eq(host_we[Region.RECV_Q]), r_w.addr.eq(offset[:8]),
-            r_w.data.eq(self.host_wdata),
+            r_w.data.eq(inp['host_wdata']),
         ]
         with m.If(host_we[Region.RECV_COUNT]):
-            m.d.sync += [counts.word_select(offset[:5], 4).eq(self.host_wdata[:4]),
+            m.d.sync += [counts.word_select(offset[:5], 4).eq(inp['host_wdata'][:4]),
                          heads.word_select(offset[:5], 3).eq(0)]
         with m.Elif(recv_grant):
             m.d.sync += [count.eq(count - 1), head.eq(head + 1)]
@@ -297,10 +307,10 @@ class CoreTop(wiring.Component):
                                                                depth=8)
         start_head = Signal(22)
         with m.If(host_we[Region.START] & (offset[0] == 0)):
-            m.d.sync += start_head.eq(self.host_wdata[:22])
+            m.d.sync += start_head.eq(inp['host_wdata'][:22])
         m.d.comb += [
             start_q.w_en.eq(host_we[Region.START] & (offset[0] == 1)),
-            start_q.w_data.eq(Cat(start_head, self.host_wdata)),
+            start_q.w_data.eq(Cat(start_head, inp['host_wdata'])),
             core.start.valid.eq(start_q.r_rdy),
             core.start.payload.eq(start_q.r_data),
             start_q.r_en.eq(core.start.ready),
@@ -310,7 +320,7 @@ class CoreTop(wiring.Component):
         # --- GPRs, restart --------------------------------------------------------------------
         m.d.comb += [
             core.gpr.addr.eq(offset[:4]), core.gpr.we.eq(host_we[Region.GPR]),
-            core.gpr.wdata.eq(self.host_wdata), core.restart.eq(self.restart),
+            core.gpr.wdata.eq(inp['host_wdata']), core.restart.eq(inp['restart']),
         ]
 
         # --- trace, events, counters ----------------------------------------------------------
@@ -355,7 +365,7 @@ class CoreTop(wiring.Component):
         region_q = Signal(4)
         field_q = Signal(2)
         gpr_q = Signal(32)
-        with m.If(self.host_re):
+        with m.If(inp['host_re']):
             m.d.sync += [region_q.eq(region), field_q.eq(offset[LOG_BITS:LOG_BITS + 2])]
             with m.If(region == Region.TRACE):
                 m.d.sync += field_q.eq(offset[TRACE_BITS:TRACE_BITS + 2])

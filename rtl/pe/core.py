@@ -41,7 +41,8 @@ from rtl.wavelet import Wavelet
 
 __all__ = ["Core", "TaskOp", "TaskControl", "FetchSignature", "MemSignature", "DsrSignature",
            "CsrSignature", "RecvSignature", "ErrorSignature", "GprSignature",
-           "TraceSignature", "DecodeEntry", "ImmKind", "decode_rom", "WORD_ADDR_BITS"]
+           "TraceSignature", "Ctl", "ClsBits", "DecodeEntry", "ImmKind", "decode_rom",
+           "zero_masks", "WORD_ADDR_BITS"]
 
 #: Width of a word address of the SRAM (the fetch and mem ports).
 WORD_ADDR_BITS = isa.PC_BITS - 2
@@ -124,18 +125,9 @@ class TraceSignature(wiring.Signature):
 
 # --- the decoder, generated from the ISA table ------------------------------------------------
 
-
-def _kind_enum():
-    namespace = enum.EnumMeta.__prepare__("Kind", (enum.Enum,), shape=5)
-    for i, cls in enumerate(Cls):
-        namespace[cls.name] = i
-    namespace["__doc__"] = "Semantic class codes of the decoder (the order of isa.Cls)."
-    namespace["__module__"] = __name__
-    return enum.EnumMeta("Kind", (enum.Enum,), namespace, shape=5)
-
-
-#: Semantic class codes (one per :class:`rtl.pe.isa.Cls`, in its order).
-Kind = _kind_enum()
+#: One flag per semantic class (:class:`rtl.pe.isa.Cls`, lower-case names): the decoder's
+#: one-hot class, so that every later test of the class is one bit.
+ClsBits = data.StructLayout({cls.name.lower(): 1 for cls in Cls})
 
 
 class ImmKind(enum.Enum, shape=3):
@@ -154,32 +146,27 @@ class Rs2Field(enum.Enum, shape=2):
     T = 2        #: bits 3..0 (``rm`` of a tensor launch)
 
 
-class DecodeEntry(data.Struct):
-    """One entry of the decode ROM (indexed by the 6-bit major opcode)."""
-    legal: 1
-    kind: Kind
+class Ctl(data.Struct):
+    """Decoded control bits carried from D to W (with the word and the operands)."""
+    cls: ClsBits
     alu: AluOp
     branch: BranchOp
     use_imm: 1      #: ALU operand b is ``imm`` (else rs2)
     link: 1         #: result is pc + 4 (jal, jalr)
     late: 1         #: the result comes from a PE port, in W (lw, dsrr, csrr, recv)
+
+
+class DecodeEntry(data.Struct):
+    """One entry of the decode ROM (indexed by the 6-bit major opcode); all zero for a
+    word that is not an instruction (no class bit set)."""
+    ctl: Ctl
     writes_rd: 1
     use_rs1: 1
     use_rs2: 1
     rs1_t: 1        #: rs1 is the tensor launch's ``rs`` (bits 7..4)
     rs2_field: Rs2Field
     imm: ImmKind
-    zero_mask: 26   #: bits of word[25:0] that must be 0
-
-
-class Ctl(data.Struct):
-    """Decoded control bits carried from D to W (with the word and the operands)."""
-    kind: Kind
-    alu: AluOp
-    branch: BranchOp
-    use_imm: 1
-    link: 1
-    late: 1
+    zero_sel: 4     #: index into :func:`zero_masks`: the bits of word[25:0] that must be 0
 
 
 def _zero_mask(insn):
@@ -191,45 +178,55 @@ def _zero_mask(insn):
     return mask
 
 
+def zero_masks():
+    """The distinct must-be-zero masks of the table (index 0: none)."""
+    masks = [0]
+    for insn in INSNS:
+        if _zero_mask(insn) not in masks:
+            masks.append(_zero_mask(insn))
+    assert len(masks) <= 16
+    return masks
+
+
 def _entry(insn=None, tensor=False):
     """The decode-ROM fields of ``insn`` (a :class:`rtl.pe.isa.Insn`), or of a tensor
     launch."""
     if tensor:
-        return dict(legal=1, kind=Kind.TENSOR, alu=AluOp.ADD, branch=BranchOp.EQ, use_imm=1,
-                    link=0, late=0, writes_rd=0, use_rs1=1, use_rs2=1, rs1_t=1,
-                    rs2_field=Rs2Field.T, imm=ImmKind.ZERO, zero_mask=0)
+        return dict(ctl=dict(cls={"tensor": 1}, alu=AluOp.ADD, branch=BranchOp.EQ, use_imm=1,
+                             link=0, late=0),
+                    writes_rd=0, use_rs1=1, use_rs2=1, rs1_t=1, rs2_field=Rs2Field.T,
+                    imm=ImmKind.ZERO, zero_sel=0)
     cls = insn.cls
     ops = insn.operand_list
-    use_rs1 = "rs1" in ops or "mem" in ops
-    use_rs2 = "rs2" in ops
-    entry = dict(
-        legal=1, kind=Kind[cls.name], alu=insn.alu or AluOp.ADD,
-        branch=insn.branch or BranchOp.EQ,
-        link=int(cls in (Cls.JAL, Cls.JALR)),
-        late=int(cls in (Cls.LOAD, Cls.DSRR, Cls.CSRR, Cls.RECV)),
-        writes_rd=int(insn.writes_rd), use_rs1=int(use_rs1), use_rs2=int(use_rs2), rs1_t=0,
-        rs2_field=Rs2Field.S if insn.fmt == Format.S else Rs2Field.R,
-        zero_mask=_zero_mask(insn))
+    ctl = dict(cls={cls.name.lower(): 1}, alu=insn.alu or AluOp.ADD,
+               branch=insn.branch or BranchOp.EQ,
+               link=int(cls in (Cls.JAL, Cls.JALR)),
+               late=int(cls in (Cls.LOAD, Cls.DSRR, Cls.CSRR, Cls.RECV)))
+    entry = dict(writes_rd=int(insn.writes_rd), use_rs1=int("rs1" in ops or "mem" in ops),
+                 use_rs2=int("rs2" in ops), rs1_t=0,
+                 rs2_field=Rs2Field.S if insn.fmt == Format.S else Rs2Field.R,
+                 zero_sel=zero_masks().index(_zero_mask(insn)))
     if cls == Cls.ALU:
         immediate = "imm" in ops
-        entry.update(use_imm=int(immediate), imm=ImmKind.I if immediate else ImmKind.ZERO)
+        ctl["use_imm"], entry["imm"] = int(immediate), ImmKind.I if immediate else ImmKind.ZERO
     elif cls == Cls.LUI:
-        entry.update(use_imm=1, imm=ImmKind.U)
+        ctl["use_imm"], entry["imm"] = 1, ImmKind.U
     elif cls in (Cls.LOAD, Cls.STORE, Cls.JALR):
-        entry.update(use_imm=1, imm=ImmKind.I)
+        ctl["use_imm"], entry["imm"] = 1, ImmKind.I
     elif cls == Cls.BRANCH:
-        entry.update(use_imm=0, imm=ImmKind.BRANCH)
+        ctl["use_imm"], entry["imm"] = 0, ImmKind.BRANCH
     elif cls == Cls.JAL:
-        entry.update(use_imm=0, imm=ImmKind.JUMP)
+        ctl["use_imm"], entry["imm"] = 0, ImmKind.JUMP
     else:   # PE instructions and the system ones: the ALU passes rs1 through (a + 0)
-        entry.update(use_imm=1, imm=ImmKind.ZERO)
+        ctl["use_imm"], entry["imm"] = 1, ImmKind.ZERO
+    entry["ctl"] = ctl
     return entry
 
 
 def decode_rom():
     """The 64 entries of the decode ROM (dicts of :class:`DecodeEntry` fields), generated
     from :data:`rtl.pe.isa.INSNS` and :class:`rtl.pe.regs.TensorOp`."""
-    rom = [dict(legal=0) for _ in range(64)]
+    rom = [{} for _ in range(64)]
     for insn in INSNS:
         rom[insn.opcode.value] = _entry(insn)
     for op in TensorOp:
@@ -289,12 +286,19 @@ _D_LAYOUT = {"pc": isa.PC_BITS, "ffault": 2, "word": 32}
 _X_LAYOUT = {"pc": isa.PC_BITS, "word": 32, "ctl": Ctl, "rd": 4, "we": 1, "rs1": 4, "rs2": 4,
              "src1": 32, "src2": 32, "imm": 32, "fault": ErrorCode, "info": 8}
 _M_LAYOUT = {"pc": isa.PC_BITS, "word": 32, "ctl": Ctl, "rd": 4, "we": 1, "result": 32,
-             "src2": 32, "fault": ErrorCode, "info": 8}
+             "req": 64, "fault": ErrorCode, "info": 8}
 _W_LAYOUT = {"pc": isa.PC_BITS, "word": 32, "rd": 4, "we": 1, "value": 32, "late": 1,
              "port": 2}
 
 # Ports a late result comes from (W record ``port``).
 _P_MEM, _P_DSR, _P_CSR, _P_RECV = range(4)
+
+#: The M record's ``req``: the payload of the one PE request of the instruction, built in X
+#: (so that M drives its ports from a register). Bits 31..0 by request (mem: word address;
+#: dsr: word | id << 3; csr: offset; recv: color; send: the wavelet; task_ctl: op | task <<
+#: 2), bits 63..32 the data word (store data, DSR word, task argument); a launch uses all
+#: 64 bits as its LaunchRequest.
+_REQ_DATA = 32
 
 
 class Core(wiring.Component):
@@ -383,6 +387,7 @@ class Core(wiring.Component):
         m = Module()
         PCB = isa.PC_BITS
         sram_bytes = 4 * self._sram_words
+        E = ErrorCode
 
         # --- architectural state ---------------------------------------------------------
         running = Signal(name="running_q")
@@ -403,6 +408,8 @@ class Core(wiring.Component):
         m.submodules.decoder = rom = memory.Memory(
             shape=data.Layout.cast(DecodeEntry).size, depth=64, init=_rom_init())
         rom_r = rom.read_port(domain="comb")
+        m.submodules.zero_masks = zrom = memory.Memory(shape=26, depth=16, init=zero_masks())
+        zrom_r = zrom.read_port(domain="comb")
 
         # --- pipeline valid bits (reset) and records (reset-less) -------------------------
         f1_valid = Signal()
@@ -421,27 +428,10 @@ class Core(wiring.Component):
         s_pend = Signal()                         # the cycle after a task start: r1..r3
         s_wavelet = Signal(32, reset_less=True)
 
-        x_ctl = x.ctl
-        m_ctl = mm.ctl
-
-        def kind_is(ctl, *classes):
-            out = Const(0, 1)
-            for cls in classes:
-                out = out | (ctl.kind == Kind[cls.name])
-            return out
-
         # ================================= W =============================================
-        # The data of a late result arrives from its port in this cycle.
-        late_data = Signal(32)
-        with m.Switch(w.port):
-            with m.Case(_P_MEM):
-                m.d.comb += late_data.eq(self.mem.rdata)
-            with m.Case(_P_DSR):
-                m.d.comb += late_data.eq(self.dsr.rdata)
-            with m.Case(_P_CSR):
-                m.d.comb += late_data.eq(self.csr.rdata)
-            with m.Default():
-                m.d.comb += late_data.eq(self.recv.rdata)
+        late_data = Mux(w.port == _P_MEM, self.mem.rdata,
+                        Mux(w.port == _P_DSR, self.dsr.rdata,
+                            Mux(w.port == _P_CSR, self.csr.rdata, self.recv.rdata)))
         w_result = _sig(m, Mux(w.late, late_data, w.value), "w_result",
                         when=w_valid, idle=w.value)
         w_write = _sig(m, w_valid & w.we, "w_write")
@@ -469,66 +459,41 @@ class Core(wiring.Component):
         m.d.comb += [rf_rh.addr.eq(self.gpr.addr), self.gpr.rdata.eq(rf_rh.data)]
 
         # ================================= M =============================================
-        m_kind_mem = m_valid & kind_is(m_ctl, Cls.LOAD, Cls.STORE)
-        m_ok = _sig(m, m_valid & (mm.fault == ErrorCode.NONE), "m_ok")
-        m_tensor = m_ok & kind_is(m_ctl, Cls.TENSOR)
-        m_dsr = m_ok & kind_is(m_ctl, Cls.DSRW, Cls.DSRR)
-        m_csr = m_ok & kind_is(m_ctl, Cls.CSRR)
-        m_send = m_ok & kind_is(m_ctl, Cls.SEND)
-        m_recv = m_ok & kind_is(m_ctl, Cls.RECV)
-        m_task = m_ok & kind_is(m_ctl, Cls.TACT, Cls.TBLK, Cls.TUNBLK)
-        m_twait = m_ok & kind_is(m_ctl, Cls.TWAIT)
-        m_tend = _sig(m, m_ok & kind_is(m_ctl, Cls.TEND), "m_tend")
-        m_halt = m_ok & kind_is(m_ctl, Cls.HALT)
-        m_mem = _sig(m, m_kind_mem & (mm.fault == ErrorCode.NONE), "m_mem")
-        m_store = kind_is(m_ctl, Cls.STORE)
+        mc = mm.ctl.cls
+        m_ok = _sig(m, m_valid & (mm.fault == E.NONE), "m_ok")
+        m_mem = _sig(m, m_ok & (mc.load | mc.store), "m_mem")
+        m_tensor = m_ok & mc.tensor
+        m_dsr = m_ok & (mc.dsrw | mc.dsrr)
+        m_send = m_ok & mc.send
+        m_recv = m_ok & mc.recv
+        m_task = m_ok & (mc.tact | mc.tblk | mc.tunblk)
+        m_twait = m_ok & mc.twait
+        m_tend = _sig(m, m_ok & mc.tend, "m_tend")
+        m_halt = m_ok & mc.halt
+        req_data = mm.req[_REQ_DATA:]
 
-        # Requests of M (each held until granted / transferred).
-        lmod = data.View(LaunchModifier, mm.src2)
-        tw = data.View(isa.TFormat, mm.word)
+        # Requests of M, each held until granted / transferred; payloads from ``req``.
         m.d.comb += [
             self.mem.en.eq(m_mem),
-            self.mem.we.eq(m_store),
-            self.mem.addr.eq(mm.result[2:PCB]),
-            self.mem.wdata.eq(mm.src2),
+            self.mem.we.eq(mc.store),
+            self.mem.addr.eq(mm.req[:WORD_ADDR_BITS]),
+            self.mem.wdata.eq(req_data),
             self.launch.valid.eq(m_tensor),
-            self.launch.payload.launch.op.eq(tw.op),
-            self.launch.payload.launch.dst.eq(tw.dst),
-            self.launch.payload.launch.a.eq(tw.a),
-            self.launch.payload.launch.b.eq(tw.b),
-            self.launch.payload.launch.s.eq(Mux(lmod.s_dsr, lmod.s, DSR_WAVELET)),
-            self.launch.payload.launch.prio.eq(lmod.prio),
-            self.launch.payload.launch.idx.eq(lmod.idx),
-            self.launch.payload.launch.adv.eq(lmod.adv),
-            self.launch.payload.launch.clear_a.eq(lmod.clear_a),
-            self.launch.payload.data.eq(mm.result[:16]),
-            self.launch.payload.index.eq(mm.result[16:26]),
-            self.launch.payload.core.eq(1),
+            self.launch.payload.eq(mm.req),
             self.dsr.en.eq(m_dsr),
-            self.dsr.we.eq(kind_is(m_ctl, Cls.DSRW)),
-            self.dsr.id.eq(mm.word[3:9]),
-            self.dsr.word.eq(mm.word[:3]),
-            self.dsr.wdata.eq(mm.result),
-            self.csr.en.eq(m_csr),
-            self.csr.addr.eq(mm.word[:8]),
+            self.dsr.we.eq(mc.dsrw),
+            self.dsr.word.eq(mm.req[:3]),
+            self.dsr.id.eq(mm.req[3:9]),
+            self.dsr.wdata.eq(req_data),
+            self.csr.en.eq(m_ok & mc.csrr),
+            self.csr.addr.eq(mm.req[:8]),
             self.send.valid.eq(m_send),
-            self.send.payload.data.eq(mm.result[:16]),
-            self.send.payload.index.eq(mm.src2[:10]),
-            self.send.payload.ctrl.eq(mm.word[26:32] == isa.Opcode.SENDC),
-            self.send.payload.color.eq(mm.word[:5]),
+            self.send.payload.eq(mm.req[:32]),
             self.recv.en.eq(m_recv),
-            self.recv.color.eq(mm.word[:5]),
+            self.recv.color.eq(mm.req[:5]),
             self.task_ctl.valid.eq(m_task),
-            self.task_ctl.payload.task.eq(mm.word[:5]),
-            self.task_ctl.payload.arg.eq(mm.result),
+            self.task_ctl.payload.eq(Cat(mm.req[:7], req_data)),
         ]
-        with m.Switch(m_ctl.kind):
-            with m.Case(Kind.TBLK):
-                m.d.comb += self.task_ctl.payload.op.eq(TaskOp.BLOCK)
-            with m.Case(Kind.TUNBLK):
-                m.d.comb += self.task_ctl.payload.op.eq(TaskOp.UNBLOCK)
-            with m.Default():
-                m.d.comb += self.task_ctl.payload.op.eq(TaskOp.ACTIVATE)
 
         # Completion of M this cycle, and the faults that the PE's answers raise here.
         m_wait = _sig(m, (m_mem & ~self.mem.grant)
@@ -538,191 +503,149 @@ class Core(wiring.Component):
                       | (m_recv & ~self.recv.grant & ~self.recv.bad)
                       | (m_task & ~self.task_ctl.ready)
                       | (m_twait & (self.ops_pending | launched)), "m_wait")
-        m_dsr_busy = m_dsr & self.dsr.we & self.dsr.grant & self.dsr.busy
+        m_dsr_busy = m_dsr & mc.dsrw & self.dsr.grant & self.dsr.busy
         m_recv_bad = m_recv & self.recv.bad
-        m_fault_code = Signal(ErrorCode)
-        m_fault_info = Signal(8)
-        with m.If(m_dsr_busy):
-            m.d.comb += [m_fault_code.eq(ErrorCode.DSR_BUSY), m_fault_info.eq(mm.word[3:9])]
-        with m.Elif(m_recv_bad):
-            m.d.comb += [m_fault_code.eq(ErrorCode.BAD_OPERAND), m_fault_info.eq(mm.word[:5])]
-        with m.Else():
-            m.d.comb += [m_fault_code.eq(mm.fault), m_fault_info.eq(mm.info)]
-        m_take_fault = _sig(m, m_valid & (m_fault_code != ErrorCode.NONE), "m_take_fault")
+        m_fault_code = _sig(m, Mux(m_dsr_busy, E.DSR_BUSY,
+                                   Mux(m_recv_bad, E.BAD_OPERAND, mm.fault)), "m_fault_code",
+                            ErrorCode)
+        m_take_fault = _sig(m, m_valid & (m_fault_code != E.NONE), "m_take_fault")
         m_stall = _sig(m, m_wait & ~m_take_fault, "m_stall")
         m_complete = _sig(m, m_valid & ~m_wait & ~m_take_fault, "m_complete")
         m_flush = _sig(m, m_take_fault | (m_complete & (m_tend | m_halt)), "m_flush")
         m.d.comb += [
             self.error.valid.eq(m_take_fault),
             self.error.code.eq(m_fault_code),
-            self.error.info.eq(m_fault_info),
+            self.error.info.eq(Mux(m_dsr_busy, mm.req[3:9],
+                                   Mux(m_recv_bad, mm.req[:5], mm.info))),
             self.done.eq(m_tend),
         ]
 
         # ================================= X =============================================
-        fwd_m_ok = m_valid & mm.we
-        fwd_w_ok = w_write
+        xc = x.ctl.cls
 
-        def operand(src, rs):
-            value = Mux(fwd_m_ok & (mm.rd == rs), mm.result,
-                        Mux(fwd_w_ok & (w.rd == rs), w_result, src))
-            return _sig(m, value, f"x_{'a' if src is x.src1 else 'b'}", 32,
-                        when=x_valid, idle=src)
-        x_a = operand(x.src1, x.rs1)
-        x_b = operand(x.src2, x.rs2)
+        def operand(src, rs, name):
+            value = Mux(m_valid & mm.we & (mm.rd == rs), mm.result,
+                        Mux(w_write & (w.rd == rs), w_result, src))
+            return _sig(m, value, name, 32, when=x_valid, idle=src)
+        x_a = operand(x.src1, x.rs1, "x_a")
+        x_b = operand(x.src2, x.rs2, "x_b")
         # A result that comes from a port is in W one cycle after M: wait for it.
-        late_hazard = _sig(m, m_valid & m_ctl.late & mm.we
-                           & ((mm.rd == x.rs1) | (mm.rd == x.rs2)), "x_late_hazard")
+        late_hazard = m_valid & mm.ctl.late & mm.we & ((mm.rd == x.rs1) | (mm.rd == x.rs2))
         x_hold = _sig(m, x_valid & (m_stall | late_hazard), "x_hold")
         x_go = _sig(m, x_valid & ~x_hold & ~m_flush, "x_go")
 
-        alu_b = Mux(x_ctl.use_imm, x.imm, x_b)
+        alu_b = Mux(x.ctl.use_imm, x.imm, x_b)
         shamt = alu_b[:5]
-        alu = Signal(32)
-        with m.Switch(x_ctl.alu):
-            with m.Case(AluOp.ADD):
-                m.d.comb += alu.eq(x_a + alu_b)
-            with m.Case(AluOp.SUB):
-                m.d.comb += alu.eq(x_a - alu_b)
-            with m.Case(AluOp.AND):
-                m.d.comb += alu.eq(x_a & alu_b)
-            with m.Case(AluOp.OR):
-                m.d.comb += alu.eq(x_a | alu_b)
-            with m.Case(AluOp.XOR):
-                m.d.comb += alu.eq(x_a ^ alu_b)
-            with m.Case(AluOp.SLL):
-                m.d.comb += alu.eq(x_a << shamt)
-            with m.Case(AluOp.SRL):
-                m.d.comb += alu.eq(x_a >> shamt)
-            with m.Case(AluOp.SRA):
-                m.d.comb += alu.eq(x_a.as_signed() >> shamt)
-            with m.Case(AluOp.SLT):
-                m.d.comb += alu.eq(x_a.as_signed() < alu_b.as_signed())
-            with m.Case(AluOp.SLTU):
-                m.d.comb += alu.eq(x_a < alu_b)
-        x_result = _sig(m, Mux(x_ctl.link, x.pc + 4, alu), "x_result", 32,
-                        when=x_valid, idle=mm.result)
+        op = x.ctl.alu
+        alu = Mux(op == AluOp.ADD, x_a + alu_b,
+              Mux(op == AluOp.SUB, x_a - alu_b,
+              Mux(op == AluOp.AND, x_a & alu_b,
+              Mux(op == AluOp.OR, x_a | alu_b,
+              Mux(op == AluOp.XOR, x_a ^ alu_b,
+              Mux(op == AluOp.SLL, x_a << shamt,
+              Mux(op == AluOp.SRL, x_a >> shamt,
+              Mux(op == AluOp.SRA, x_a.as_signed() >> shamt,
+              Mux(op == AluOp.SLT, x_a.as_signed() < alu_b.as_signed(),
+                  x_a < alu_b)))))))))
+        x_alu = _sig(m, alu, "x_alu", 32, when=x_valid, idle=mm.result)
 
-        taken = Signal()
-        with m.Switch(x_ctl.branch):
-            with m.Case(BranchOp.EQ):
-                m.d.comb += taken.eq(x_a == x_b)
-            with m.Case(BranchOp.NE):
-                m.d.comb += taken.eq(x_a != x_b)
-            with m.Case(BranchOp.LT):
-                m.d.comb += taken.eq(x_a.as_signed() < x_b.as_signed())
-            with m.Case(BranchOp.GE):
-                m.d.comb += taken.eq(x_a.as_signed() >= x_b.as_signed())
-            with m.Case(BranchOp.LTU):
-                m.d.comb += taken.eq(x_a < x_b)
-            with m.Case(BranchOp.GEU):
-                m.d.comb += taken.eq(x_a >= x_b)
+        br = x.ctl.branch
+        eq, lt, ltu = x_a == x_b, x_a.as_signed() < x_b.as_signed(), x_a < x_b
+        taken = Mux(br == BranchOp.EQ, eq, Mux(br == BranchOp.NE, ~eq,
+                Mux(br == BranchOp.LT, lt, Mux(br == BranchOp.GE, ~lt,
+                Mux(br == BranchOp.LTU, ltu, ~ltu)))))
 
         # Faults of X (unless D already found one): addresses, operand ranges.
-        x_is_mem = kind_is(x_ctl, Cls.LOAD, Cls.STORE)
-        x_is_jalr = kind_is(x_ctl, Cls.JALR)
         imm_field = x.word[:18]         # the raw immediate (negative values are >= 2**17)
-        x_fault = Signal(ErrorCode)
-        x_info = Signal(8)
         opcode = x.word[26:32]
-        with m.If(x.fault != ErrorCode.NONE):
-            m.d.comb += [x_fault.eq(x.fault), x_info.eq(x.info)]
-        with m.Elif((x_is_mem | x_is_jalr) & (alu[:2] != 0)):
-            m.d.comb += [x_fault.eq(ErrorCode.CORE_MISALIGNED), x_info.eq(opcode)]
-        with m.Elif(x_is_mem & (alu >= sram_bytes)):
-            m.d.comb += [x_fault.eq(ErrorCode.CORE_ADDRESS), x_info.eq(opcode)]
-        with m.Elif(kind_is(x_ctl, Cls.CSRR) & (imm_field >= 0x100)):
-            m.d.comb += [x_fault.eq(ErrorCode.ILLEGAL_INSTRUCTION), x_info.eq(opcode)]
-        with m.Elif(kind_is(x_ctl, Cls.DSRW, Cls.DSRR)
-                    & (imm_field >= DSR_WORDS * self._num_dsrs)):
-            m.d.comb += [x_fault.eq(ErrorCode.BAD_OPERAND), x_info.eq(imm_field[3:11])]
-        with m.Elif(kind_is(x_ctl, Cls.SEND, Cls.RECV) & (imm_field >= self._num_colors)):
-            m.d.comb += [x_fault.eq(ErrorCode.BAD_COLOR), x_info.eq(imm_field[:8])]
-        with m.Elif(kind_is(x_ctl, Cls.TACT, Cls.TBLK, Cls.TUNBLK)
-                    & (imm_field >= self._num_tasks)):
-            m.d.comb += [x_fault.eq(ErrorCode.BAD_TASK), x_info.eq(imm_field[:8])]
-        x_fault = _sig(m, x_fault, "x_fault", when=x_valid, idle=mm.fault)
+        checks = [   # (condition, code, info), first match wins
+            (x.fault != E.NONE, x.fault, x.info),
+            ((xc.load | xc.store | xc.jalr) & (x_alu[:2] != 0), E.CORE_MISALIGNED, opcode),
+            ((xc.load | xc.store) & (x_alu >= sram_bytes), E.CORE_ADDRESS, opcode),
+            (xc.csrr & (imm_field >= 0x100), E.ILLEGAL_INSTRUCTION, opcode),
+            ((xc.dsrw | xc.dsrr) & (imm_field >= DSR_WORDS * self._num_dsrs), E.BAD_OPERAND,
+             imm_field[3:11]),
+            ((xc.send | xc.recv) & (imm_field >= self._num_colors), E.BAD_COLOR,
+             imm_field[:8]),
+            ((xc.tact | xc.tblk | xc.tunblk) & (imm_field >= self._num_tasks), E.BAD_TASK,
+             imm_field[:8]),
+        ]
+        code_expr, info_expr = Const(E.NONE.value, 5), Const(0, 8)
+        for cond, code, info in reversed(checks):
+            code_expr = Mux(cond, code, code_expr)
+            info_expr = Mux(cond, info, info_expr)
+        x_fault = _sig(m, code_expr, "x_fault", ErrorCode, when=x_valid, idle=mm.fault)
+        x_info = _sig(m, info_expr, "x_info", 8, when=x_valid, idle=mm.info)
 
         # Redirects of X: a taken branch, jalr.
-        x_jump = (kind_is(x_ctl, Cls.BRANCH) & taken) | x_is_jalr
-        x_redirect = _sig(m, x_go & x_jump & (x_fault == ErrorCode.NONE), "x_redirect")
-        x_target = _sig(m, Mux(x_is_jalr, alu, x.imm), "x_target", 32,
+        x_jump = (xc.branch & taken) | xc.jalr
+        x_redirect = _sig(m, x_go & x_jump & (x_fault == E.NONE), "x_redirect")
+        x_target = _sig(m, Mux(xc.jalr, x_alu, x.imm), "x_target", 32,
                         when=x_valid, idle=x.imm)
 
+        # The request M will make (see _REQ_DATA), and the value W reports.
+        lmod = data.View(LaunchModifier, x_b)
+        tw = data.View(isa.TFormat, x.word)
+        launch = Cat(tw.op, tw.dst, tw.a, tw.b, Mux(lmod.s_dsr, lmod.s, DSR_WAVELET), lmod.prio,
+                     lmod.idx, lmod.adv, lmod.clear_a, x_a[:16], x_a[16:26], Const(1, 1))
+        assert len(launch) == data.Layout.cast(LaunchRequest).size == 64
+        wavelet = Cat(x_a[:16], x_b[:10], x.word[26:32] == isa.Opcode.SENDC, imm_field[:5])
+        task_op = Mux(xc.tblk, TaskOp.BLOCK.value, Mux(xc.tunblk, TaskOp.UNBLOCK.value,
+                                                       TaskOp.ACTIVATE.value))
+        req = Mux(xc.tensor, launch,
+              Mux(xc.load | xc.store, Cat(x_alu[2:PCB], Const(0, 32 - WORD_ADDR_BITS), x_b),
+              Mux(xc.send, wavelet,
+              Mux(xc.tact | xc.tblk | xc.tunblk, Cat(task_op[:2],
+                                                     imm_field[:5], Const(0, 25), x_a),
+                  Cat(imm_field[:9], Const(0, 23), x_a)))))  # dsr, csr, recv
+        x_req = _sig(m, req, "x_req", 64, when=x_valid, idle=mm.req)
+        x_value = Mux(x.we, Mux(x.ctl.link, x.pc + 4, x_alu),
+                      Mux(xc.store, x_b, 0))
+
         # ================================= D =============================================
-        rom_entry = data.View(DecodeEntry, rom_r.data)
-        m.d.comb += rom_r.addr.eq(d.word[26:32])
+        entry = data.View(DecodeEntry, rom_r.data)
         dw = d.word
-        rs1_field = Mux(rom_entry.rs1_t, dw[4:8], dw[18:22])
-        rs2_field = Signal(4)
-        with m.Switch(rom_entry.rs2_field):
-            with m.Case(Rs2Field.R):
-                m.d.comb += rs2_field.eq(dw[14:18])
-            with m.Case(Rs2Field.S):
-                m.d.comb += rs2_field.eq(dw[22:26])
-            with m.Default():
-                m.d.comb += rs2_field.eq(dw[:4])
-        d_rs1 = _sig(m, Mux(rom_entry.use_rs1, rs1_field, 0), "d_rs1", 4,
-                     when=d_valid, idle=x.rs1)
-        d_rs2 = _sig(m, Mux(rom_entry.use_rs2, rs2_field, 0), "d_rs2", 4,
-                     when=d_valid, idle=x.rs2)
-        d_rd = _sig(m, Mux(rom_entry.writes_rd, dw[22:26], 0), "d_rd", 4,
-                    when=d_valid, idle=x.rd)
+        m.d.comb += [rom_r.addr.eq(dw[26:32]), zrom_r.addr.eq(entry.zero_sel)]
+        rs1_field = Mux(entry.rs1_t, dw[4:8], dw[18:22])
+        rs2_field = Mux(entry.rs2_field == Rs2Field.R, dw[14:18],
+                        Mux(entry.rs2_field == Rs2Field.S, dw[22:26], dw[:4]))
+        d_rs1 = _sig(m, Mux(entry.use_rs1, rs1_field, 0), "d_rs1", 4, when=d_valid, idle=x.rs1)
+        d_rs2 = _sig(m, Mux(entry.use_rs2, rs2_field, 0), "d_rs2", 4, when=d_valid, idle=x.rs2)
+        d_rd = _sig(m, Mux(entry.writes_rd, dw[22:26], 0), "d_rd", 4, when=d_valid, idle=x.rd)
         m.d.comb += [rf_r1.addr.eq(d_rs1), rf_r2.addr.eq(d_rs2)]
         d_src1 = _sig(m, Mux(w_write & (w.rd == d_rs1), w_result, rf_r1.data), "d_src1",
                       when=d_valid, idle=x.src1)
         d_src2 = _sig(m, Mux(w_write & (w.rd == d_rs2), w_result, rf_r2.data), "d_src2",
                       when=d_valid, idle=x.src2)
-
         s18 = dw[:18].as_signed()
-        imm = Signal(32)
-        with m.Switch(rom_entry.imm):
-            with m.Case(ImmKind.I):
-                m.d.comb += imm.eq(s18)
-            with m.Case(ImmKind.U):
-                m.d.comb += imm.eq(Cat(Const(0, 12), dw[:20]))
-            with m.Case(ImmKind.BRANCH):
-                m.d.comb += imm.eq(d.pc + (s18 << 2))
-            with m.Case(ImmKind.JUMP):
-                m.d.comb += imm.eq(d.pc + (dw[:22].as_signed() << 2))
-            with m.Default():
-                m.d.comb += imm.eq(0)
+        kind = entry.imm
+        imm = Mux(kind == ImmKind.I, s18,
+              Mux(kind == ImmKind.U, Cat(Const(0, 12), dw[:20]),
+              Mux(kind == ImmKind.BRANCH, d.pc + (s18 << 2),
+              Mux(kind == ImmKind.JUMP, d.pc + (dw[:22].as_signed() << 2), 0))))
         d_imm = _sig(m, imm, "d_imm", 32, when=d_valid, idle=x.imm)
-
-        legal = rom_entry.legal & ((dw[:26] & rom_entry.zero_mask) == 0)
-        d_fault = Signal(ErrorCode)
-        d_info = Signal(8)
-        with m.Switch(d.ffault):
-            with m.Case(_FF_ADDRESS):
-                m.d.comb += d_fault.eq(ErrorCode.CORE_ADDRESS)
-            with m.Case(_FF_MISALIGNED):
-                m.d.comb += d_fault.eq(ErrorCode.CORE_MISALIGNED)
-            with m.Default():
-                m.d.comb += [d_fault.eq(Mux(legal, ErrorCode.NONE,
-                                            ErrorCode.ILLEGAL_INSTRUCTION)),
-                             d_info.eq(dw[26:32])]
-        d_fault = _sig(m, d_fault, "d_fault", when=d_valid, idle=x.fault)
-        ctl = Signal(Ctl)
-        m.d.comb += [ctl.kind.eq(rom_entry.kind), ctl.alu.eq(rom_entry.alu),
-                     ctl.branch.eq(rom_entry.branch), ctl.use_imm.eq(rom_entry.use_imm),
-                     ctl.link.eq(rom_entry.link), ctl.late.eq(rom_entry.late)]
-        d_ctl = _sig(m, ctl, "d_ctl", when=d_valid, idle=x.ctl)
-        d_we = (d_rd != 0) & (d_fault == ErrorCode.NONE)
+        legal = (entry.ctl.as_value() != 0) & ((dw[:26] & zrom_r.data) == 0)
+        fault = Mux(d.ffault == _FF_ADDRESS, E.CORE_ADDRESS,
+                Mux(d.ffault == _FF_MISALIGNED, E.CORE_MISALIGNED,
+                    Mux(legal, E.NONE, E.ILLEGAL_INSTRUCTION)))
+        d_fault = _sig(m, fault, "d_fault", ErrorCode, when=d_valid, idle=x.fault)
+        d_info = _sig(m, Mux(d.ffault == _FF_NONE, dw[26:32], 0), "d_info", 8,
+                      when=d_valid, idle=x.info)
+        d_ctl = _sig(m, entry.ctl, "d_ctl", when=d_valid, idle=x.ctl)
+        d_we = (d_rd != 0) & (d_fault == E.NONE)
 
         d_hold = _sig(m, d_valid & x_hold, "d_hold")
         d_go = _sig(m, d_valid & ~x_hold & ~m_flush & ~x_redirect, "d_go")
-        d_kind = d_ctl.kind
-        d_redirect = _sig(m, d_go & (d_kind == Kind.JAL) & (d_fault == ErrorCode.NONE),
-                          "d_redirect")
+        dc = d_ctl.cls
+        d_redirect = _sig(m, d_go & dc.jal & (d_fault == E.NONE), "d_redirect")
         # tend, halt or a fault in D: fetch nothing younger (unless an older branch
         # redirects, which flushes D).
-        d_stop = _sig(m, d_go & ((d_kind == Kind.TEND) | (d_kind == Kind.HALT)
-                                 | (d_fault != ErrorCode.NONE)), "d_stop")
+        d_stop = _sig(m, d_go & (dc.tend | dc.halt | (d_fault != E.NONE)), "d_stop")
 
         # ================================= F1 / F2 =======================================
         start_fire = _sig(m, self.start.valid & self.start.ready, "start_fire")
         f1_on = start_fire | f1_valid
-        f1_cur = Mux(start_fire, self.start.payload.pc, f1_pc)
+        f1_cur = _sig(m, Mux(start_fire, self.start.payload.pc, f1_pc), "f1_cur")
         f1_cur_over = ~start_fire & f1_over
         f1_misaligned = f1_cur[:2] != 0
         f1_ok = ~f1_cur_over & (f1_cur < sram_bytes) & ~f1_misaligned
@@ -735,7 +658,6 @@ class Core(wiring.Component):
         f1_adv = _sig(m, f1_on & f1_room & (self.fetch.grant | ~f1_ok), "f1_adv")
         flush_f = m_flush | x_redirect | d_redirect | d_stop
         flush_d = m_flush | x_redirect
-        f2_word = Mux(f2.held, f2.word, self.fetch.rdata)
 
         # ================================= state ===========================================
         stopped = halted | faulted
@@ -745,7 +667,7 @@ class Core(wiring.Component):
             self.status.running.eq(running),
             self.status.halted.eq(halted),
             self.status.fault.eq(faulted),
-            self.status.waiting.eq(m_stall & (m_twait | m_recv)),
+            self.status.waiting.eq(m_stall & (mc.twait | mc.recv)),
             self.status.task.eq(task),
             self.pc.eq(Mux(x_valid, x.pc, stop_pc)),
             self.active.eq(running),
@@ -777,18 +699,16 @@ class Core(wiring.Component):
             with m.If(m_complete):
                 m.d.sync += w.eq(
                     pc=mm.pc, word=mm.word, rd=Mux(mm.we, mm.rd, 0), we=mm.we,
-                    value=Mux(mm.we, mm.result, Mux(m_store, mm.src2, 0)),
-                    late=m_ctl.late & mm.we,
-                    port=Mux(m_kind_mem, _P_MEM,
-                             Mux(kind_is(m_ctl, Cls.DSRR), _P_DSR,
-                                 Mux(kind_is(m_ctl, Cls.CSRR), _P_CSR, _P_RECV))))
+                    value=mm.result, late=mm.ctl.late & mm.we,
+                    port=Mux(mc.load, _P_MEM, Mux(mc.dsrr, _P_DSR,
+                                                  Mux(mc.csrr, _P_CSR, _P_RECV))))
 
             # --- M ---
             m.d.sync += m_valid.eq(m_stall | x_go)
             with m.If(x_go):
                 m.d.sync += mm.eq(pc=x.pc, word=x.word, ctl=x.ctl, rd=x.rd,
-                                  we=x.we & (x_fault == ErrorCode.NONE), result=x_result,
-                                  src2=x_b, fault=x_fault, info=x_info)
+                                  we=x.we & (x_fault == E.NONE), result=x_value, req=x_req,
+                                  fault=x_fault, info=x_info)
 
             # --- X ---
             m.d.sync += x_valid.eq(~m_flush & (x_hold | d_go))
@@ -803,7 +723,8 @@ class Core(wiring.Component):
             # --- D ---
             m.d.sync += d_valid.eq(~flush_d & (d_hold | (f2_valid & ~flush_f)))
             with m.If(~d_hold & f2_valid):
-                m.d.sync += d.eq(pc=f2.pc, ffault=f2.ffault, word=f2_word)
+                m.d.sync += d.eq(pc=f2.pc, ffault=f2.ffault,
+                                 word=Mux(f2.held, f2.word, self.fetch.rdata))
 
             # --- F2 ---
             f2_load = f1_adv & (~flush_f | start_fire)
@@ -817,11 +738,10 @@ class Core(wiring.Component):
                 m.d.sync += [f2.word.eq(self.fetch.rdata), f2.held.eq(1)]
 
             # --- F1 ---
-            next_pc = Signal(PCB + 1)
-            m.d.comb += next_pc.eq(f1_cur + 4)
+            next_pc = f1_cur + 4
             with m.If(start_fire):
-                m.d.sync += f1_valid.eq(~f1_adv | f1_ok)
-                m.d.sync += [f1_pc.eq(Mux(f1_adv, next_pc[:PCB], f1_cur)),
+                m.d.sync += [f1_valid.eq(~f1_adv | f1_ok),
+                             f1_pc.eq(Mux(f1_adv, next_pc[:PCB], f1_cur)),
                              f1_over.eq(f1_adv & next_pc[PCB])]
             with m.Elif(m_flush | d_stop):
                 m.d.sync += f1_valid.eq(0)
