@@ -29,7 +29,7 @@ measured figures. In short:
   idle core costs little in Verilator (docs/pe.md section 12).
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -254,41 +254,61 @@ def _sig(m, value, name, shape=None, when=None, idle=None):
 
 
 class _Record:
-    """An inter-stage record: one reset-less signal per field of ``layout``, named
-    ``<prefix>_<field>``, so that no value wider than 64 bits is evaluated per cycle (a
-    ``Signal(layout)`` would be one wide signal)."""
+    """An inter-stage record: a ``StructLayout`` per group of fields, each group one
+    reset-less signal of at most 64 bits (named ``<prefix>_<first field>``), so that no
+    value wider than 64 bits is evaluated per cycle and the model has few registers to
+    update; fields are read and written through the groups' views."""
 
-    def __init__(self, prefix, layout):
-        self.layout = data.StructLayout(layout)
-        self.fields = {name: Signal(fld.shape, name=f"{prefix}_{name}", reset_less=True)
-                       for name, fld in self.layout}
+    def __init__(self, prefix, groups):
+        self.views = []
+        self.fields = {}
+        for group in groups:
+            layout = data.StructLayout(group)
+            assert layout.size <= 64, f"{prefix}: group {list(group)} is {layout.size} bits"
+            view = Signal(layout, name=f"{prefix}_{next(iter(group))}", reset_less=True)
+            self.views.append(view)
+            for name in group:
+                self.fields[name] = (view, name)
 
     def __getattr__(self, name):
         try:
-            return self.__dict__["fields"][name]
+            view, field = self.__dict__["fields"][name]
         except KeyError:
             raise AttributeError(name) from None
+        return view[field]
 
     def eq(self, **values):
-        """Assignments of the named fields (every field must be named)."""
+        """Assignments of the whole record (every field must be named): one per group."""
         if set(values) != set(self.fields):
             missing = set(self.fields) ^ set(values)
             raise ValueError(f"record fields not matched: {sorted(missing)}")
-        return [self.fields[k].eq(v) for k, v in values.items()]
+        return [view.eq(Cat(*(_fit(values[name], fld.width)
+                              for name, fld in data.Layout.cast(view.shape()))))
+                for view in self.views]
+
+
+def _fit(value, width):
+    """``value`` as exactly ``width`` bits (truncated, or extended as ``.eq`` would)."""
+    v = Value.cast(value)
+    if len(v) >= width:
+        return v[:width]
+    fill = v[-1] if v.shape().signed else Const(0, 1)
+    return Cat(v, *([fill] * (width - len(v))))
 
 
 #: Fetch faults carried from F1 to D.
 _FF_NONE, _FF_ADDRESS, _FF_MISALIGNED = 0, 1, 2
 
 # Stage records (SPEC 4.5 stage names; STYLE "Stage layouts and prefixes").
-_F2_LAYOUT = {"pc": isa.PC_BITS, "ffault": 2, "word": 32, "held": 1}
-_D_LAYOUT = {"pc": isa.PC_BITS, "ffault": 2, "word": 32}
-_X_LAYOUT = {"pc": isa.PC_BITS, "word": 32, "ctl": Ctl, "rd": 4, "we": 1, "rs1": 4, "rs2": 4,
-             "src1": 32, "src2": 32, "imm": 32, "fault": ErrorCode, "info": 8}
-_M_LAYOUT = {"pc": isa.PC_BITS, "word": 32, "ctl": Ctl, "rd": 4, "we": 1, "result": 32,
-             "req": 64, "fault": ErrorCode, "info": 8}
-_W_LAYOUT = {"pc": isa.PC_BITS, "word": 32, "rd": 4, "we": 1, "value": 32, "late": 1,
-             "port": 2}
+_F2_LAYOUT = [{"pc": isa.PC_BITS, "ffault": 2, "held": 1, "word": 32}]
+_D_LAYOUT = [{"pc": isa.PC_BITS, "ffault": 2, "word": 32}]
+_X_LAYOUT = [{"pc": isa.PC_BITS, "ctl": Ctl, "rd": 4, "we": 1, "rs1": 4, "rs2": 4,
+               "fault": ErrorCode},
+              {"word": 32, "info": 8}, {"src1": 32, "src2": 32}, {"imm": 32}]
+_M_LAYOUT = [{"pc": isa.PC_BITS, "ctl": Ctl, "rd": 4, "we": 1, "fault": ErrorCode, "info": 8},
+             {"word": 32, "result": 32}, {"req": 64}]
+_W_LAYOUT = [{"pc": isa.PC_BITS, "rd": 4, "we": 1, "late": 1, "port": 2, "value": 32},
+             {"word": 32}]
 
 # Ports a late result comes from (W record ``port``).
 _P_MEM, _P_DSR, _P_CSR, _P_RECV = range(4)
@@ -502,14 +522,15 @@ class Core(wiring.Component):
                       | (m_send & ~self.send.ready)
                       | (m_recv & ~self.recv.grant & ~self.recv.bad)
                       | (m_task & ~self.task_ctl.ready)
-                      | (m_twait & (self.ops_pending | launched)), "m_wait")
+                      | (m_twait & (self.ops_pending | launched)), "m_wait",
+                      when=m_valid, idle=mm.we)   # read only with m_valid
         m_dsr_busy = m_dsr & mc.dsrw & self.dsr.grant & self.dsr.busy
         m_recv_bad = m_recv & self.recv.bad
         m_fault_code = _sig(m, Mux(m_dsr_busy, E.DSR_BUSY,
                                    Mux(m_recv_bad, E.BAD_OPERAND, mm.fault)), "m_fault_code",
                             ErrorCode)
         m_take_fault = _sig(m, m_valid & (m_fault_code != E.NONE), "m_take_fault")
-        m_stall = _sig(m, m_wait & ~m_take_fault, "m_stall")
+        m_stall = _sig(m, m_valid & m_wait & ~m_take_fault, "m_stall")
         m_complete = _sig(m, m_valid & ~m_wait & ~m_take_fault, "m_complete")
         m_flush = _sig(m, m_take_fault | (m_complete & (m_tend | m_halt)), "m_flush")
         m.d.comb += [
@@ -551,9 +572,10 @@ class Core(wiring.Component):
 
         br = x.ctl.branch
         eq, lt, ltu = x_a == x_b, x_a.as_signed() < x_b.as_signed(), x_a < x_b
-        taken = Mux(br == BranchOp.EQ, eq, Mux(br == BranchOp.NE, ~eq,
-                Mux(br == BranchOp.LT, lt, Mux(br == BranchOp.GE, ~lt,
-                Mux(br == BranchOp.LTU, ltu, ~ltu)))))
+        taken = _sig(m, Mux(br == BranchOp.EQ, eq, Mux(br == BranchOp.NE, ~eq,
+                        Mux(br == BranchOp.LT, lt, Mux(br == BranchOp.GE, ~lt,
+                        Mux(br == BranchOp.LTU, ltu, ~ltu))))), "x_taken",
+                     when=x_valid, idle=x.we)     # read only with x_go
 
         # Faults of X (unless D already found one): addresses, operand ranges.
         imm_field = x.word[:18]         # the raw immediate (negative values are >= 2**17)
