@@ -38,5 +38,7 @@ def core_build():
 ])
 def test_core(testcase, tb_params):
     name = f"core_{testcase}_{tb_params.get('seed', 0)}"
+    # Measured figures (CPI, penalties, task latencies) are appended here.
+    report = sim.BUILD_ROOT / "core_report.jsonl"
     sim.run(core_build(), "tb.core_tb", testcase=testcase, name=name,
-            tb_params=tb_params, timeout=300)
+            tb_params={**tb_params, "report": str(report)}, timeout=300)
