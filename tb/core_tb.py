@@ -30,13 +30,13 @@ Measured figures go to the JSON-lines file named by ``tb_params["report"]`` (if 
 import json
 
 import cocotb
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import ClockCycles
 
 from rtl.pe import isa
 from rtl.pe.core import TaskOp
 from rtl.pe.regs import DSR_WAVELET, ErrorCode, TensorOp, encode_fields
 from rtl.wavelet import pack
-from tb.core_driver import ANY, CoreHost, Prog, Rec, check_trace, mnemonic_of
+from tb.core_driver import ANY, CoreHost, Prog, check_trace
 from tb.core_top import Region, csr_value
 from tb.sim import params
 
@@ -66,11 +66,6 @@ async def _no_error(host, what):
     errors = await host.errors()
     assert not errors, f"{what}: the core faulted: {[(ErrorCode(c), i) for c, i, _ in errors]}"
     assert host.status()["halted"], f"{what}: the core did not halt ({host.status()})"
-
-
-def _s32(v):
-    v &= MASK
-    return v - (1 << 32) if v >> 31 else v
 
 
 # --- ALU ----------------------------------------------------------------------------------------
