@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 
 from golden import fp
+from rtl.pe.ops import OPS
 from rtl.pe.regs import (DSR, DSR_NONE, DSR_WAVELET, DSR_WORDS, DType, ErrorCode, Kind,
                          LaunchEntry, PEParams, TensorOp, acc_addr, bind_addr, decode_fields,
                          dsr_addr, encode_bind, encode_dsr, encode_entry, encode_task,
@@ -268,8 +269,8 @@ class PEModel:
     def launch(self, e, data=0, index=0):
         """Execute one launch entry (a dict from the layout) with trigger (data, index)."""
         opc = e["op"]
-        uses_b = opc in (TensorOp.FADD, TensorOp.FSUB, TensorOp.FMUL, TensorOp.FMAC,
-                         TensorOp.FMAX)
+        info = OPS[opc]
+        uses_b = info.uses_b
         ops = {}
         # The hardware checks kinds first, then colors, lengths, alignment, bounds, FIFOs;
         # the first failing check names the error.
@@ -277,7 +278,7 @@ class PEModel:
             ops[role] = self._operand(role, e[role], e, data, index,
                                       role != "b" or uses_b)
         s_val, s16 = 0, True
-        if opc == TensorOp.FMAC:
+        if info.uses_s:
             if e["s"] == DSR_WAVELET:
                 s_val = data
             else:
@@ -291,8 +292,8 @@ class PEModel:
         if (ops["b"] is not None and ops["a"]["kind"] == Kind.FIN == ops["b"]["kind"]
                 and ops["a"]["color"] == ops["b"]["color"]):
             raise PEModelError(ErrorCode.BAD_OPERAND, "a and b: one fabric color")
-        if opc == TensorOp.FMAC and ops["dst"]["dtype"] == DType.FP16:
-            raise PEModelError(ErrorCode.UNSUPPORTED, "FMAC into FP16")
+        if not info.fp16_dst and ops["dst"]["dtype"] == DType.FP16:
+            raise PEModelError(ErrorCode.UNSUPPORTED, f"{opc.name} into FP16")
         dst, a, b = ops["dst"], ops["a"], ops["b"]
         n = dst["length"]
         va, raw_a = self._read(a, n)
