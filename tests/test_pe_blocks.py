@@ -239,7 +239,7 @@ def test_core_launch_and_core_ops_pending(core_bit):
         assert pending == [] and busy, "a task-style launch is not a core operation"
 
 
-# --- the table of tensor operations ---------------------------------------------------------------
+# --- the table of tensor operations ------------------------------------------------------------
 
 def test_ops_table_matches_the_model():
     assert list(OPS) == list(R.TensorOp)

@@ -117,5 +117,6 @@ def test_gemm_program_ids_are_checked_against_the_pe(monkeypatch):
         assert program[R.task_addr(task)] == [R.encode_task(entry)]
     assert fabric_run.pe_params(m) == R.PEParams()
     monkeypatch.setitem(fabric_run.DSR_IDS, "null", 44)      # the PE has 44 DSRs
-    with pytest.raises(ValueError, match="44 (is not a DSR id|is out of range): the PE has 44 DSRs"):
+    with pytest.raises(ValueError,
+                       match="44 (is not a DSR id|is out of range): the PE has 44 DSRs"):
         fabric_run.pe_program(m, 0, 0, place[0, 0])

@@ -24,10 +24,10 @@ from amaranth.utils import exact_log2
 from rtl.fp import FP32, FMAUnit, f16_to_f32, f32_to_f16, fp_max, fp_neg
 from rtl.link import LinkSignature
 from rtl.pe import ops as O
-from rtl.pe.iface import (ISSUE_FIELDS, READ_STAGE_FIELDS, AccWriteSignature, DatapathReport,
+from rtl.pe.iface import (READ_STAGE_FIELDS, AccWriteSignature, DatapathReport,
                           HazardSignature, IssueSignature, MemDataSignature,
                           OutBufferSignature, QueueDataSignature, SramWriteSignature,
-                          thread_bits)
+                          issue_fields, thread_bits)
 from rtl.pe.util import KIND, kind_is, lane_mask, round_robin, sig
 
 __all__ = ["Datapath"]
@@ -86,7 +86,7 @@ class Datapath(wiring.Component):
         # --- pipeline records: stage 1 (R) carries everything, stages 2..4 the write-back's
         # fields (narrow fields, no wide struct). Only "valid" is reset: every other field is
         # read under it.
-        fields = ISSUE_FIELDS(p)
+        fields = issue_fields(p)
         stage = [None]
         for k in range(1, O.LATENCY + 1):
             stage.append({f: Signal(w, name=f"s{k}_{f}", reset_less=f != "valid")

@@ -23,7 +23,8 @@ __all__ = [
     "QueueEntry", "LaunchStream", "QueueOperandSignature", "QueueDataSignature",
     "SchedulerLookupSignature", "LauncherQueueSignature",
     "MemReadSignature", "MemDataSignature", "SramWriteSignature", "AccWriteSignature",
-    "ISSUE_FIELDS", "READ_STAGE_FIELDS", "IssueSignature", "PendingWrite", "HazardSignature", "OutBufferSignature",
+    "issue_fields", "READ_STAGE_FIELDS", "IssueSignature", "PendingWrite", "HazardSignature",
+    "OutBufferSignature",
     "RegionSignature", "ErrorSignature", "QueueReport", "LauncherReport", "EngineReport",
     "DatapathReport", "ConfigReport", "CoreReport", "QUEUE_LEVEL_BITS", "thread_bits",
 ]
@@ -133,7 +134,7 @@ class AccWriteSignature(wiring.Signature):
         super().__init__({"addr": Out(16), "data": Out(32).array(4), "en": Out(4)})
 
 
-def ISSUE_FIELDS(params):
+def issue_fields(params):
     """Fields of one issue (the record the issue stage hands the datapath): name -> width.
     ``valid`` first; the pipeline carries the write-back fields to stage W."""
     tb = thread_bits(params.threads)
@@ -149,17 +150,17 @@ def ISSUE_FIELDS(params):
     return fields
 
 
-#: Fields of :func:`ISSUE_FIELDS` that only the read stage needs (not carried past it).
+#: Fields of :func:`issue_fields` that only the read stage needs (not carried past it).
 READ_STAGE_FIELDS = ("op", "s_value", "s16", "a_kind", "a_dtype", "a_off", "a_value",
                      "b_kind", "b_dtype", "b_off", "b_value")
 
 
 class IssueSignature(wiring.Signature):
     """One issue per cycle at most, from the engine to the datapath, which always accepts
-    (no ready): ``valid`` and the narrow fields of :func:`ISSUE_FIELDS`."""
+    (no ready): ``valid`` and the narrow fields of :func:`issue_fields`."""
 
     def __init__(self, params):
-        super().__init__({name: Out(width) for name, width in ISSUE_FIELDS(params).items()})
+        super().__init__({name: Out(width) for name, width in issue_fields(params).items()})
 
 
 #: A write still in the datapath's pipeline, as the engine's read-after-write check sees it:

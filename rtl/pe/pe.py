@@ -3,7 +3,7 @@
 Block diagram (one clock domain; docs/pe.md section 2 names every stream)::
 
               cfg ──> ConfigDecoder ──regions──> every block's host port
-                                                             core (attached by the lead)
+                                                       the control core (_attach_core)
     rx ──> RxQueues ──head/pop──> TaskLauncher ──LaunchStream──┐   │ LaunchStream
               │ ▲                 (bindings, tasks, entries)   v   v
               │ │ level/pop                                LaunchArbiter (core first)
