@@ -38,8 +38,9 @@ from rtl.wavelet import unpack
 from tb.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job, diagnose,
                             run_job)
 
-__all__ = ["run_gemm_rtl", "run_gemm_chain_rtl", "gemm_routes", "pe_program", "placements",
-           "Placement", "FabricSpec", "fabric_build", "DSR_IDS", "TASKS", "ENTRIES"]
+__all__ = ["run_gemm_rtl", "run_gemm_chain_rtl", "gemm_routes", "pe_program", "pe_params",
+           "placements", "Placement", "FabricSpec", "fabric_build", "DSR_IDS", "TASKS",
+           "ENTRIES"]
 
 # --- the PE recipe of the GEMM ---------------------------------------------------------------
 
@@ -62,8 +63,6 @@ TASKS = {"fmac": 0, "bad_command": CTRL_BASE,
          "final": CTRL_BASE + ReductionCommand.FINAL_SUM}
 #: Launch-entry ids.
 ENTRIES = {"fmac": 0, "bad": 1, "partial": 2, "final": 5}
-#: An operand id beyond every DSR: the launch raises BAD_OPERAND (for invalid commands).
-_BAD_DSR = R.MAX_DSRS - 1
 #: Priorities: the reduction chain goes before the FMACs of the next outputs.
 PRIO_FMAC, PRIO_REDUCE = 0, 1
 
@@ -161,17 +160,27 @@ def _position(mapping, x):
 CLEAR_SEPARATELY = False
 
 
+def pe_params(mapping):
+    """The :class:`rtl.pe.regs.PEParams` of the PEs the mapping is for (its SRAM and
+    accumulator cache; the rest as the fabric builds them): what the encoders check the
+    program's DSR, task, entry and color ids against."""
+    pe = mapping.pe
+    return R.PEParams(sram_words=pe.sram_bytes // 4, banks=pe.sram_banks,
+                      acc_words=pe.accumulator_words, lanes=pe.lanes)
+
+
 def _launch(op, dst, a=R.DSR_NONE, b=R.DSR_NONE, s=R.DSR_NONE, **fields):
     """One launch of a task, as the keyword arguments of :func:`rtl.pe.regs.encode_entry`
     (``last`` is set by :func:`_task`)."""
     return dict(op=op, dst=dst, a=a, b=b, s=s, **fields)
 
 
-def _task(*launches):
-    """The launch-entry words of a task: its launches in order, the last one ending it."""
+def _task(pe, *launches):
+    """The launch-entry words of a task: its launches in order, the last one ending it (ids
+    checked against the PE's parameters ``pe``)."""
     words = []
     for i, launch in enumerate(launches):
-        words.append(R.encode_entry(**launch, last=i == len(launches) - 1))
+        words.append(R.encode_entry(**launch, last=i == len(launches) - 1, pe=pe))
     return words
 
 
@@ -198,6 +207,7 @@ def pe_program(mapping, x, y, place):
         return []
     t_pad = mapping.t_pad(y)
     colors = mapping.colors
+    pe = pe_params(mapping)
     n_x = int(mapping.outputs_per_column[x])
     buffers = accumulator_buffers(mapping)
     D = DSR_IDS
@@ -208,11 +218,12 @@ def pe_program(mapping, x, y, place):
                             adv_step=t_pad, adv_count=buffers),
         "x": R.encode_dsr(R.Kind.MEM, base=place.x_base // FP16_BYTES, dims=vec,
                           idx_stride=t_pad),
-        "red_in": R.encode_dsr(R.Kind.FIN, dtype=R.DType.FP32, color=colors.reduce, dims=vec),
+        "red_in": R.encode_dsr(R.Kind.FIN, dtype=R.DType.FP32, color=colors.reduce, dims=vec,
+                               pe=pe),
         "red_out": R.encode_dsr(R.Kind.FOUT, dtype=R.DType.FP32, color=colors.reduce,
-                                dims=vec),
-        "res_in": R.encode_dsr(R.Kind.FIN, color=colors.result, dims=vec),
-        "res_out": R.encode_dsr(R.Kind.FOUT, color=colors.result, dims=vec),
+                                dims=vec, pe=pe),
+        "res_in": R.encode_dsr(R.Kind.FIN, color=colors.result, dims=vec, pe=pe),
+        "res_out": R.encode_dsr(R.Kind.FOUT, color=colors.result, dims=vec, pe=pe),
         "y_w": R.encode_dsr(R.Kind.MEM, base=place.y_base // FP16_BYTES, dims=vec,
                             adv_step=t_pad, adv_count=y_adv),
         "y_r": R.encode_dsr(R.Kind.MEM, base=place.y_base // FP16_BYTES, dims=vec,
@@ -223,7 +234,9 @@ def pe_program(mapping, x, y, place):
     take_acc = dict(clear_a=True, adv=("a",), prio=PRIO_REDUCE)
     fmac = L(R.TensorOp.FMAC, D["acc"], D["acc"], D["x"], R.DSR_WAVELET, idx=("b",),
              prio=PRIO_FMAC)
-    bad = L(R.TensorOp.FMOV, _BAD_DSR, _BAD_DSR)
+    # An invalid command: a launch without a destination, which the PE refuses with
+    # BAD_OPERAND (info: DSR_NONE).
+    bad = L(R.TensorOp.FMOV, R.DSR_NONE)
     store = L(R.TensorOp.FMOV, D["y_w"], D["res_in"], adv=("dst",), prio=PRIO_REDUCE)
     drain = L(R.TensorOp.FMOV, D["null"], D["res_in"], prio=PRIO_REDUCE)
     position = _position(mapping, x)
@@ -243,21 +256,23 @@ def pe_program(mapping, x, y, place):
                                adv=("dst",), prio=PRIO_REDUCE),
                              L(R.TensorOp.FMOV, D["res_out"], D["y_r"], adv=("a",),
                                prio=PRIO_REDUCE))
-    entries = {ENTRIES["fmac"]: _task(fmac), ENTRIES["bad"]: _task(bad),
-               ENTRIES["partial"]: _task(*partial), ENTRIES["final"]: _task(*final)}
+    entries = {ENTRIES["fmac"]: _task(pe, fmac), ENTRIES["bad"]: _task(pe, bad),
+               ENTRIES["partial"]: _task(pe, *partial), ENTRIES["final"]: _task(pe, *final)}
     if len(partial) > ENTRIES["final"] - ENTRIES["partial"]:
         raise AssertionError("launch entries overlap")
     out = []
     for name, words in dsrs.items():
-        out.append((R.dsr_addr(D[name]), words))
+        out.append((R.dsr_addr(D[name], pe=pe), words))
     for first, group in entries.items():
-        out.append((R.entry_addr(first), [w for entry in group for w in entry]))
+        for i in range(len(group)):
+            R.entry_addr(first + i, pe=pe)          # every entry of the group exists
+        out.append((R.entry_addr(first, pe=pe), [w for entry in group for w in entry]))
     tasks = {TASKS["fmac"]: ENTRIES["fmac"], TASKS["bad_command"]: ENTRIES["bad"],
              TASKS["partial"]: ENTRIES["partial"], TASKS["final"]: ENTRIES["final"]}
     for task, entry in tasks.items():
-        out.append((R.task_addr(task), [entry]))
-    out.append((R.bind_addr(colors.weight),
-                [R.encode_bind(data_task=TASKS["fmac"], ctrl_base=CTRL_BASE)]))
+        out.append((R.task_addr(task, pe=pe), [R.encode_task(entry, pe=pe)]))
+    out.append((R.bind_addr(colors.weight, pe=pe),
+                [R.encode_bind(data_task=TASKS["fmac"], ctrl_base=CTRL_BASE, pe=pe)]))
     return out
 
 

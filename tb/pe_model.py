@@ -16,11 +16,11 @@ from collections import deque
 import numpy as np
 
 from golden import fp
-from rtl.pe.regs import (DSR, DSR_NONE, DSR_WAVELET, DSR_WORDS, ENTRY_WORDS, LaunchEntry, DType,
-                         ErrorCode, Kind, Reg, TensorOp, acc_addr, bind_addr, decode_fields,
-                         dsr_addr, encode_bind, encode_dsr, encode_entry, encode_trigger,
-                         entry_addr, reg_addr, task_addr)
-from rtl.wavelet import NUM_COLORS
+from rtl.pe.ops import OPS
+from rtl.pe.regs import (DSR, DSR_NONE, DSR_WAVELET, DSR_WORDS, DType, ErrorCode, Kind,
+                         LaunchEntry, PEParams, TensorOp, acc_addr, bind_addr, decode_fields,
+                         dsr_addr, encode_bind, encode_dsr, encode_entry, encode_task,
+                         entry_addr, task_addr)
 
 __all__ = ["PEConfig", "PEModel", "f16", "f32", "PEModelError"]
 
@@ -48,14 +48,18 @@ class PEConfig:
 
     ``writes`` is the list of ``(cfg address, 32-bit value)`` in order. SRAM contents are
     accumulated in ``sram`` (FP16 halfwords) and emitted by :meth:`sram_writes` once.
+    Every id (DSR, task, launch entry, color) is checked against the PE's parameters
+    ``pe`` (:class:`rtl.pe.regs.PEParams`; default: the default PE with ``sram_words`` and
+    ``acc_words``); an out-of-range one raises ``ValueError`` naming the value and the limit.
     """
 
-    def __init__(self, sram_words=12288, acc_words=64):
-        self.sram_words = sram_words
-        self.acc_words = acc_words
-        self.sram = np.zeros(2 * sram_words, dtype=np.uint16)
-        self.sram_dirty = np.zeros(sram_words, dtype=bool)
-        self.acc = np.zeros(acc_words, dtype=np.uint32)
+    def __init__(self, sram_words=12288, acc_words=64, *, pe=None):
+        self.pe = PEParams(sram_words=sram_words, acc_words=acc_words) if pe is None else pe
+        self.sram_words = self.pe.sram_words
+        self.acc_words = self.pe.acc_words
+        self.sram = np.zeros(2 * self.sram_words, dtype=np.uint16)
+        self.sram_dirty = np.zeros(self.sram_words, dtype=bool)
+        self.acc = np.zeros(self.acc_words, dtype=np.uint32)
         self.writes = []
         self.dsrs = {}
         self.entries = {}
@@ -79,7 +83,7 @@ class PEConfig:
         """Set accumulator-cache words (FP32 bits) from ``word`` on."""
         values = np.asarray(values, dtype=np.uint32).ravel()
         self.acc[word:word + len(values)] = values
-        self.writes += [(acc_addr(word + i), int(v)) for i, v in enumerate(values)]
+        self.writes += [(acc_addr(word + i, pe=self.pe), int(v)) for i, v in enumerate(values)]
 
     def sram_writes(self):
         """``(address, word)`` writes of every SRAM word that was set."""
@@ -87,11 +91,13 @@ class PEConfig:
         return [(int(w), int(words[w])) for w in np.flatnonzero(self.sram_dirty)]
 
     # registers ------------------------------------------------------------------------------
-    def dsr(self, ident, kind, **fields):
-        """Set DSR ``ident`` (see :func:`rtl.pe.regs.encode_dsr`); returns ``ident``."""
-        words = encode_dsr(kind, **fields)
+    def dsr(self, ident, kind, *, check_color=True, **fields):
+        """Set DSR ``ident`` (see :func:`rtl.pe.regs.encode_dsr`); returns ``ident``.
+        ``check_color=False`` encodes a FIN/FOUT color the PE does not have (any 5-bit
+        value), so that a bench can provoke the hardware's ``BAD_COLOR``."""
+        words = encode_dsr(kind, pe=self.pe if check_color else None, **fields)
         self.dsrs[ident] = words
-        self.writes += [(dsr_addr(ident, i), w) for i, w in enumerate(words)]
+        self.writes += [(dsr_addr(ident, i, pe=self.pe), w) for i, w in enumerate(words)]
         return ident
 
     def task(self, ident, launches):
@@ -100,18 +106,20 @@ class PEConfig:
         for i, launch in enumerate(launches):
             kw = dict(launch)
             kw["last"] = i == len(launches) - 1
-            words = encode_entry(**kw)
+            words = encode_entry(**kw, pe=self.pe)
             self.entries[self._next_entry] = words
-            self.writes += [(entry_addr(self._next_entry, j), w) for j, w in enumerate(words)]
+            self.writes += [(entry_addr(self._next_entry, j, pe=self.pe), w)
+                            for j, w in enumerate(words)]
             self._next_entry += 1
         self.tasks[ident] = first
-        self.writes.append((task_addr(ident), first))
+        self.writes.append((task_addr(ident, pe=self.pe), encode_task(first, pe=self.pe)))
         return ident
 
     def bind(self, color, data_task=None, ctrl_base=None):
         """Bind ``color``: data wavelets to ``data_task``, commands to ``ctrl_base + code``."""
         self.binds[color] = (data_task, ctrl_base)
-        self.writes.append((bind_addr(color), encode_bind(data_task, ctrl_base)))
+        self.writes.append((bind_addr(color, pe=self.pe),
+                            encode_bind(data_task, ctrl_base, pe=self.pe)))
 
     def all_writes(self):
         """SRAM words first, then the registers, in the order they were set."""
@@ -146,12 +154,12 @@ class PEModel:
         Wavelets that fabric-input operands consume, per color, in order.
     """
 
-    def __init__(self, config, fabric_in=None, num_colors=NUM_COLORS, num_dsrs=44):
+    def __init__(self, config, fabric_in=None, num_colors=None, num_dsrs=None):
         self.sram = config.sram.copy()
         self.acc = config.acc.copy()
         self.sram_halves = len(self.sram)
-        self.num_colors = num_colors
-        self.num_dsrs = num_dsrs
+        self.num_colors = config.pe.num_colors if num_colors is None else num_colors
+        self.num_dsrs = config.pe.num_dsrs if num_dsrs is None else num_dsrs
         self.dsr_words = {k: list(v) for k, v in config.dsrs.items()}
         self.entries = {k: list(v) for k, v in config.entries.items()}
         self.tasks = dict(config.tasks)
@@ -266,8 +274,8 @@ class PEModel:
     def launch(self, e, data=0, index=0):
         """Execute one launch entry (a dict from the layout) with trigger (data, index)."""
         opc = e["op"]
-        uses_b = opc in (TensorOp.FADD, TensorOp.FSUB, TensorOp.FMUL, TensorOp.FMAC,
-                         TensorOp.FMAX)
+        info = OPS[opc]
+        uses_b = info.uses_b
         ops = {}
         # The hardware checks kinds first, then colors, lengths, alignment, bounds, FIFOs;
         # the first failing check names the error.
@@ -275,7 +283,7 @@ class PEModel:
             ops[role] = self._operand(role, e[role], e, data, index,
                                       role != "b" or uses_b)
         s_val, s16 = 0, True
-        if opc == TensorOp.FMAC:
+        if info.uses_s:
             if e["s"] == DSR_WAVELET:
                 s_val = data
             else:
@@ -289,8 +297,8 @@ class PEModel:
         if (ops["b"] is not None and ops["a"]["kind"] == Kind.FIN == ops["b"]["kind"]
                 and ops["a"]["color"] == ops["b"]["color"]):
             raise PEModelError(ErrorCode.BAD_OPERAND, "a and b: one fabric color")
-        if opc == TensorOp.FMAC and ops["dst"]["dtype"] == DType.FP16:
-            raise PEModelError(ErrorCode.UNSUPPORTED, "FMAC into FP16")
+        if not info.fp16_dst and ops["dst"]["dtype"] == DType.FP16:
+            raise PEModelError(ErrorCode.UNSUPPORTED, f"{opc.name} into FP16")
         dst, a, b = ops["dst"], ops["a"], ops["b"]
         n = dst["length"]
         va, raw_a = self._read(a, n)

@@ -475,7 +475,8 @@ async def errors(dut):
             after = [(bind_addr(30), 1 << 5)]   # data_en for color 30
         elif name == "fout_bad_color":
             code = ErrorCode.BAD_COLOR
-            cfg.dsr(1, Kind.FOUT, dtype=DType.FP16, color=27, dims=[(16, 1)])
+            cfg.dsr(1, Kind.FOUT, dtype=DType.FP16, color=27, dims=[(16, 1)],
+                    check_color=False)          # a color the PE does not have
             cfg.task(0, [dict(op=TensorOp.FMOV, dst=1, a=0)])
         elif name == "rx_bad_color":
             code = ErrorCode.BAD_COLOR

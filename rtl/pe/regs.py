@@ -13,17 +13,24 @@ the PE lives in word ``h >> 1``, low half first).
 ``PE_REGS_BASE = 0x20000`` + offset: the registers, see :class:`Reg` and the ``*_BASE``
 constants (task bindings, task table, launch entries, DSRs, accumulator cache, counters).
 
+The regions are tabled once, by :func:`address_map` (name, first address, words per item,
+item count from the PE's parameters, :class:`PEParams`); the PE's configuration decoder
+(:mod:`rtl.pe.config`) computes every select and index from that table, and the address
+helpers below (``dsr_addr`` ...) check their ids against it.
+
 The tile forwards ``TileRegion.PE_SRAM + x`` to PE address ``x`` and
 ``TileRegion.PE_REGS + x`` to PE address ``PE_REGS_BASE + x``.
 """
 
 import enum as py_enum
+import functools
 import math
+from dataclasses import asdict, dataclass
 
 from amaranth import Shape, signed, unsigned
 from amaranth.lib import data, enum
 
-from rtl.wavelet import NUM_COLORS
+from rtl.wavelet import COLOR_BITS, NUM_COLORS
 
 __all__ = [
     "CFG_BITS", "PE_REGS_BASE", "Reg", "Counter", "ErrorCode", "Kind", "DType", "TensorOp",
@@ -34,6 +41,7 @@ __all__ = [
     "COUNTER_BASE", "dsr_addr", "entry_addr", "task_addr", "bind_addr", "acc_addr",
     "counter_addr", "reg_addr", "gpr_addr", "encode_dsr", "encode_entry", "encode_bind",
     "encode_trigger", "encode_fields", "decode_fields", "decode_error", "layout_fields",
+    "PEParams", "MAX_PE", "CfgRegion", "Region", "address_map", "region", "GPR_COUNT",
 ]
 
 #: Address width of the PE's configuration port.
@@ -130,6 +138,8 @@ GPR_BASE = 0x040      #: + register number: the core's general-purpose registers
 
 DSR_WORDS = 8
 ENTRY_WORDS = 2
+#: General-purpose registers of the control core (``rtl.pe.isa.NUM_GPRS``), at GPR_BASE.
+GPR_COUNT = 16
 
 
 class Counter(py_enum.IntEnum):
@@ -299,6 +309,207 @@ class Status(data.Struct):
     _pad1: 12
 
 
+# --- the PE's parameters and the address map --------------------------------------------------
+
+@dataclass(frozen=True)
+class PEParams:
+    """The parameters of one PE (the arguments of :class:`rtl.pe.pe.PE`), checked.
+
+    The host encoders and address helpers below take one (``pe=``) to reject ids the PE does
+    not have; without it they check against what the register map can hold (:data:`MAX_PE`).
+
+    Parameters
+    ----------
+    sram_words : int
+        SRAM size in 32-bit words (default 12288 = 48 KiB).
+    banks : int
+        Number of single-port 32-bit SRAM banks, a power of two >= 2; word ``w`` lives in
+        bank ``w % banks``, so a 64-bit access uses one bank pair.
+    acc_words : int
+        Accumulator cache size in FP32 words, a multiple of 4 (default 64 = 256 B).
+    num_dsrs : int
+        Data-structure registers (at most 62).
+    threads : int
+        Micro-thread slots: tensor operations in flight (2, 4, 8 or 16).
+    lanes : int
+        FP16 lanes of the datapath (4; FP32 operands from SRAM run 2 lanes).
+    num_colors : int
+        Fabric colors (24).
+    num_tasks, num_entries : int
+        Size of the task table and of the launch-entry table.
+    rx_depth : int
+        Depth of each per-color input queue (2 or 4).
+    out_depth : int
+        Wavelets buffered per micro-thread for fabric output (4 or 8).
+
+    Raises ``TypeError`` for a value that is not an int and ``ValueError`` for one out of
+    range, naming the parameter and the value.
+    """
+    sram_words: int = 12288
+    banks: int = 8
+    acc_words: int = 64
+    num_dsrs: int = 44
+    threads: int = 8
+    lanes: int = 4
+    num_colors: int = NUM_COLORS
+    num_tasks: int = MAX_TASKS
+    num_entries: int = MAX_ENTRIES
+    rx_depth: int = 4
+    out_depth: int = 8
+
+    def __post_init__(self):
+        def check(name, ok, what):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {value!r}")
+            if not ok(value):
+                raise ValueError(f"{name}={value}: {what}")
+        check("banks", lambda v: v >= 2 and v & (v - 1) == 0, "must be a power of 2 >= 2")
+        check("sram_words", lambda v: v % self.banks == 0 and 0 < v <= 32768,
+              "must be a multiple of banks and at most 32768")
+        check("acc_words", lambda v: 4 <= v <= 4096 and v % 4 == 0,
+              "must be a multiple of 4 in 4..4096")
+        check("num_dsrs", lambda v: 1 <= v <= MAX_DSRS, f"must be 1..{MAX_DSRS}")
+        check("threads", lambda v: v in (2, 4, 8, 16), "must be 2, 4, 8 or 16")
+        check("lanes", lambda v: v == 4, "the datapath is 64 bits: 4 FP16 lanes")
+        check("num_colors", lambda v: 1 <= v <= NUM_COLORS, f"must be 1..{NUM_COLORS}")
+        check("num_tasks", lambda v: 1 <= v <= MAX_TASKS, f"must be 1..{MAX_TASKS}")
+        check("num_entries", lambda v: 1 <= v <= MAX_ENTRIES, f"must be 1..{MAX_ENTRIES}")
+        check("rx_depth", lambda v: v in (2, 4), "must be 2 or 4")
+        check("out_depth", lambda v: v in (4, 8), "must be 4 or 8")
+
+    def as_dict(self):
+        """The parameters as keyword arguments of :class:`rtl.pe.pe.PE`."""
+        return asdict(self)
+
+    @property
+    def id_word(self):
+        """Value of the read-only ID register (:class:`IdWord`)."""
+        return encode_fields(IdWord, num_dsrs=self.num_dsrs, log2_banks=_log2(self.banks),
+                             threads_m1=self.threads - 1, sram_div512=self.sram_words // 512,
+                             acc_div4_m1=self.acc_words // 4 - 1)
+
+
+#: The largest PE the register map holds: what ids are checked against without a PE.
+MAX_PE = PEParams(sram_words=32768, acc_words=4096, num_dsrs=MAX_DSRS)
+
+
+class CfgRegion(py_enum.IntEnum):
+    """The regions of a PE's configuration address space (:func:`address_map`); also the
+    info byte of a ``BAD_CONFIG`` error (the region at or below the offending address)."""
+    NONE = 0          #: below every region (never: SRAM starts at 0)
+    SRAM = 1          #: SRAM words
+    STATUS = 2        #: ID, STATUS, ERROR, ERROR_FLAGS
+    TASK_CTRL = 3     #: TRIGGER, BLOCKED, BLOCK_SET, BLOCK_CLR
+    COUNTER_CTRL = 4  #: COUNTER_CTRL
+    COUNTER = 5       #: the :class:`Counter` registers
+    CORE = 6          #: CORE_CTRL, CORE_STATUS, CORE_PC
+    GPR = 7           #: the control core's general-purpose registers
+    BIND = 8          #: :class:`ColorBind` per color
+    TASK = 9          #: :class:`TaskEntry` per task
+    ENTRY = 10        #: :class:`LaunchEntry` per launch entry (2 words)
+    DSR = 11          #: :class:`DSR` per data-structure register (8 words)
+    ACC = 12          #: accumulator-cache words
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of the configuration address space: ``ids`` items of ``words`` words each
+    from cfg address ``base``. Items ``count`` .. ``ids - 1`` are decoded but not there in
+    this PE (only BIND has such: every 5-bit color id is a binding address, the colors
+    >= num_colors raise ``BAD_COLOR`` when a write would bind them); every address outside
+    the regions has nothing behind it (``BAD_CONFIG`` on a write, 0 on a read)."""
+    region: CfgRegion
+    base: int
+    words: int
+    count: int
+    ids: int
+    item: str
+
+    @property
+    def end(self):
+        """First cfg address after the region."""
+        return self.base + self.words * self.ids
+
+    def addr(self, index, word=0, *, limit=None, whose="the PE has"):
+        """cfg address of word ``word`` of item ``index``. Raises ``ValueError`` naming the
+        value and the limit for an item at or above ``limit`` (default ``count``) or a word
+        outside the item, ``TypeError`` for an id that is not an int."""
+        limit = self.count if limit is None else limit
+        _check_id(self.item, index, limit, whose)
+        if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word < self.words:
+            raise ValueError(f"word {word!r} of {self.item} {index}: a {self.item} has "
+                             f"{self.words} word{'s' if self.words > 1 else ''}")
+        return self.base + self.words * index + word
+
+
+def _check_id(what, value, limit, whose="the PE has", name=None):
+    """``value`` is an int in ``0 .. limit - 1``, else an error naming it and the limit."""
+    label = f"{name}={value!r}" if name else f"{what} {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{label}: a {what} id must be an int")
+    if not 0 <= value < limit:
+        plural = what[:-1] + "ies" if what.endswith("y") else what + "s"
+        raise ValueError(f"{label} is out of range: {whose} {limit} {plural} "
+                         f"({what} ids 0..{limit - 1})")
+
+
+@functools.lru_cache(maxsize=None)
+def address_map(pe=None):
+    """The regions of the configuration space of a PE with parameters ``pe`` (a
+    :class:`PEParams`; default: the default PE), in address order.
+
+    Everything that decodes or builds configuration addresses derives from this table: the
+    hardware decoder, the address helpers, docs/pe.md section 3.
+    """
+    p = PEParams() if pe is None else pe
+    r = PE_REGS_BASE
+    regions = [
+        (CfgRegion.SRAM, 0, 1, p.sram_words, "SRAM word"),
+        (CfgRegion.STATUS, r + Reg.ID, 1, Reg.ERROR_FLAGS - Reg.ID + 1, "status register"),
+        (CfgRegion.TASK_CTRL, r + Reg.TRIGGER, 1, Reg.BLOCK_CLR - Reg.TRIGGER + 1,
+         "task control register"),
+        (CfgRegion.COUNTER_CTRL, r + Reg.COUNTER_CTRL, 1, 1, "counter control register"),
+        (CfgRegion.COUNTER, r + COUNTER_BASE, 1, len(Counter), "counter"),
+        (CfgRegion.CORE, r + Reg.CORE_CTRL, 1, Reg.CORE_PC - Reg.CORE_CTRL + 1,
+         "core register"),
+        (CfgRegion.GPR, r + GPR_BASE, 1, GPR_COUNT, "general-purpose register"),
+        (CfgRegion.BIND, r + BIND_BASE, 1, p.num_colors, "color"),
+        (CfgRegion.TASK, r + TASK_BASE, 1, p.num_tasks, "task"),
+        (CfgRegion.ENTRY, r + ENTRY_BASE, ENTRY_WORDS, p.num_entries, "launch entry"),
+        (CfgRegion.DSR, r + DSR_BASE, DSR_WORDS, p.num_dsrs, "DSR"),
+        (CfgRegion.ACC, r + ACC_BASE, 1, p.acc_words, "accumulator word"),
+    ]
+    out = []
+    for name, base, words, count, item in regions:
+        ids = 1 << COLOR_BITS if name == CfgRegion.BIND else count
+        out.append(Region(name, base, words, count, ids, item))
+    for a, b in zip(out, out[1:]):
+        if not a.end <= b.base:
+            raise ValueError(f"address map: {a.region.name} [{a.base:#x}, {a.end:#x}) runs "
+                             f"into {b.region.name} at {b.base:#x}")
+    if out[0].end > PE_REGS_BASE or out[-1].end > 1 << CFG_BITS:
+        raise ValueError("address map: a region runs past its address space")
+    return tuple(out)
+
+
+def region(name, pe=None):
+    """The :class:`Region` ``name`` (a :class:`CfgRegion`) of a PE with parameters ``pe``."""
+    for r in address_map(pe):
+        if r.region == name:
+            return r
+    raise KeyError(f"no region {name!r}")
+
+
+def _item_addr(name, index, word, pe):
+    """cfg address of an item: checked against the PE's count, or (no PE) against the ids
+    the register map decodes."""
+    if pe is None:
+        r = region(name, MAX_PE)
+        return r.addr(index, word, limit=r.ids, whose="the register map holds")
+    return region(name, pe).addr(index, word)
+
+
 # --- Python encoders, derived from the layouts above ----------------------------------------
 
 def layout_fields(layout):
@@ -355,17 +566,30 @@ def _words(value, count):
     return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(count)]
 
 
-def _check_dsr_id(name, value, allow_pseudo=True):
+def _whose(pe):
+    return ("the register map holds", MAX_PE) if pe is None else ("the PE has", pe)
+
+
+def _check_dsr_id(name, value, pe=None, allow_pseudo=True):
+    """A DSR id of the PE (its ``num_dsrs``; without a PE: the register map's 62), or a
+    pseudo operand."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be a DSR id (int), not {value!r}")
-    if not (0 <= value < MAX_DSRS or (allow_pseudo and value in (DSR_NONE, DSR_WAVELET))):
-        raise ValueError(f"{name}={value} is not a DSR id (0..{MAX_DSRS - 1}, DSR_NONE, "
-                         f"DSR_WAVELET)")
+    whose, p = _whose(pe)
+    if not (0 <= value < p.num_dsrs or (allow_pseudo and value in (DSR_NONE, DSR_WAVELET))):
+        raise ValueError(f"{name}={value} is not a DSR id: {whose} {p.num_dsrs} DSRs "
+                         f"(0..{p.num_dsrs - 1}; pseudo operands DSR_NONE = {DSR_NONE}, "
+                         f"DSR_WAVELET = {DSR_WAVELET})")
+
+
+def _check_task_id(name, value, pe):
+    whose, p = _whose(pe)
+    _check_id("task", value, p.num_tasks, whose, name=name)
 
 
 def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
                adv_step=0, adv_count=0, color=0, ctrl=0, out_index=0, value=0,
-               fifo_size=0, pos=0, count=0):
+               fifo_size=0, pos=0, count=0, pe=None):
     """The 8 words of a data-structure register.
 
     Parameters
@@ -391,6 +615,9 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
         SCALAR: the raw FP16 or FP32 bits.
     fifo_size : int
         FIFO: capacity in elements. ``pos``/``count`` preset the read position/occupancy.
+    pe : PEParams, optional
+        The PE the DSR is for: a FIN/FOUT color must be one of its ``num_colors`` (without
+        it, any 5-bit color is encoded, so that a bench can provoke ``BAD_COLOR``).
     """
     kind = Kind(kind)
     dtype = DType(dtype)
@@ -399,6 +626,8 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
         raise ValueError(f"a tensor has 1 to 4 dimensions, not {len(dims)}")
     if kind == Kind.ACC and dtype != DType.FP32:
         raise ValueError("accumulator-cache tensors are FP32")
+    if pe is not None and kind in (Kind.FIN, Kind.FOUT):
+        _check_id("color", color, pe.num_colors, "the PE has", name=f"{kind.name} color")
     fields = {"kind": kind, "dtype": dtype, "ctrl": ctrl, "color": color,
               "out_index": out_index, "adv_count": adv_count, "adv_step": adv_step,
               "fifo_size": fifo_size, "pos": pos, "count": count}
@@ -417,11 +646,12 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
 
 
 def encode_entry(op, dst, a=DSR_NONE, b=DSR_NONE, s=DSR_NONE, *, prio=0, idx=(), adv=(),
-                 clear_a=False, last=True):
+                 clear_a=False, last=True, pe=None):
     """The 2 words of a launch entry. ``idx`` and ``adv`` are collections of the operand
-    names (``"dst"``, ``"a"``, ``"b"``) that use index-offset mode / advance after launch."""
+    names (``"dst"``, ``"a"``, ``"b"``) that use index-offset mode / advance after launch.
+    ``pe`` (a :class:`PEParams`): the DSR ids must be the PE's (else: the register map's)."""
     for name, value in (("dst", dst), ("a", a), ("b", b), ("s", s)):
-        _check_dsr_id(name, value)
+        _check_dsr_id(name, value, pe)
     roles = {"dst": 1, "a": 2, "b": 4}
     for name, group in (("idx", idx), ("adv", adv)):
         for role in group:
@@ -435,27 +665,38 @@ def encode_entry(op, dst, a=DSR_NONE, b=DSR_NONE, s=DSR_NONE, *, prio=0, idx=(),
     return _words(value, ENTRY_WORDS)
 
 
-def encode_bind(data_task=None, ctrl_base=None, prio=0):
-    """A :class:`ColorBind` word: ``None`` leaves that kind of wavelet unbound."""
+def encode_bind(data_task=None, ctrl_base=None, prio=0, *, pe=None):
+    """A :class:`ColorBind` word: ``None`` leaves that kind of wavelet unbound. ``pe``: the
+    task ids must be the PE's (``ctrl_base`` is the task of command 0)."""
+    for name, value in (("data_task", data_task), ("ctrl_base", ctrl_base)):
+        if value is not None:
+            _check_task_id(name, value, pe)
     return encode_fields(ColorBind, data_task=data_task or 0,
                          data_en=int(data_task is not None), ctrl_base=ctrl_base or 0,
                          ctrl_en=int(ctrl_base is not None), prio=prio)
 
 
-def encode_task(entry=None, *, pc=None, prio=0):
+def encode_task(entry=None, *, pc=None, prio=0, pe=None):
     """A :class:`TaskEntry` word: a launch-list task starting at launch entry ``entry``, or
-    (``pc`` given) a code task starting at byte address ``pc``."""
+    (``pc`` given) a code task starting at byte address ``pc``. ``pe``: the entry must be
+    one of the PE's, the pc inside its SRAM."""
     if (entry is None) == (pc is None):
         raise ValueError("a task is either a launch list (entry=) or code (pc=), not both")
+    whose, p = _whose(pe)
     if pc is not None:
         if pc % 4:
             raise ValueError(f"task pc={pc:#x} is not a multiple of 4")
+        if pe is not None and not 0 <= pc < 4 * pe.sram_words:
+            raise ValueError(f"task pc={pc:#x} is outside the SRAM: the PE has "
+                             f"{4 * pe.sram_words:#x} bytes")
         return encode_fields(TaskEntry, code=1, pc=pc, prio=prio)
+    _check_id("launch entry", entry, p.num_entries, whose, name="entry")
     return encode_fields(TaskEntry, entry=entry, prio=prio)
 
 
-def encode_trigger(task, index=0, data=0):
-    """A :class:`HostTrigger` word."""
+def encode_trigger(task, index=0, data=0, *, pe=None):
+    """A :class:`HostTrigger` word (``pe``: the task must be one of the PE's)."""
+    _check_task_id("task", task, pe)
     return encode_fields(HostTrigger, task=task, index=index, data=data)
 
 
@@ -477,29 +718,31 @@ def reg_addr(offset):
     return PE_REGS_BASE + int(offset)
 
 
-def dsr_addr(dsr, word=0):
-    """PE cfg address of word ``word`` of DSR ``dsr``."""
-    return PE_REGS_BASE + DSR_BASE + DSR_WORDS * dsr + word
+def dsr_addr(dsr, word=0, *, pe=None):
+    """PE cfg address of word ``word`` of DSR ``dsr`` (checked against ``pe``'s DSRs, or
+    without ``pe`` against the register map)."""
+    return _item_addr(CfgRegion.DSR, dsr, word, pe)
 
 
-def entry_addr(entry, word=0):
+def entry_addr(entry, word=0, *, pe=None):
     """PE cfg address of word ``word`` of launch entry ``entry``."""
-    return PE_REGS_BASE + ENTRY_BASE + ENTRY_WORDS * entry + word
+    return _item_addr(CfgRegion.ENTRY, entry, word, pe)
 
 
-def task_addr(task):
+def task_addr(task, *, pe=None):
     """PE cfg address of the task table entry of ``task``."""
-    return PE_REGS_BASE + TASK_BASE + task
+    return _item_addr(CfgRegion.TASK, task, 0, pe)
 
 
-def bind_addr(color):
-    """PE cfg address of the binding of ``color``."""
-    return PE_REGS_BASE + BIND_BASE + color
+def bind_addr(color, *, pe=None):
+    """PE cfg address of the binding of ``color`` (without ``pe``: any 5-bit color, so that
+    a bench can bind a color the PE does not have and see ``BAD_COLOR``)."""
+    return _item_addr(CfgRegion.BIND, color, 0, pe)
 
 
-def acc_addr(word):
+def acc_addr(word, *, pe=None):
     """PE cfg address of accumulator-cache word ``word``."""
-    return PE_REGS_BASE + ACC_BASE + word
+    return _item_addr(CfgRegion.ACC, word, 0, pe)
 
 
 def counter_addr(counter):
@@ -513,4 +756,4 @@ def _log2(n):
 
 def gpr_addr(register):
     """PE cfg address of the control core's general-purpose register ``register``."""
-    return PE_REGS_BASE + GPR_BASE + int(register)
+    return _item_addr(CfgRegion.GPR, int(register), 0, None)
