@@ -120,8 +120,8 @@ def test_out_of_range_config_write_is_refused(bad_write_results, name):
 
 
 def test_writes_inside_the_map_raise_nothing():
-    """The last item of every region, the core's registers (decoded for the control core,
-    reading 0) and a binding of a color the PE does not have that binds nothing."""
+    """The last item of every region, the core's registers (a GPR written by the host reads
+    back) and a binding of a color the PE does not have that binds nothing."""
     dut = PE(sram_words=SRAM_WORDS)
     p = dut.pe_params
     got = {}
@@ -145,7 +145,7 @@ def test_writes_inside_the_map_raise_nothing():
         got["status"] = await read(R.reg_addr(R.Reg.STATUS))
     _simulate(dut, bench)
     assert (got["error"], got["flags"]) == (0, 0)
-    assert (got["gpr"], got["core_pc"]) == (0, 0)
+    assert (got["gpr"], got["core_pc"]) == (0x1234, 0)
     assert got["id"] == p.id_word == dut.id_word
     status = R.decode_fields(R.Status, got["status"])
     assert not any(status.values()), status

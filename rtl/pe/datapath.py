@@ -17,7 +17,7 @@ Every operation is bit-exact with golden/fp.py (docs/pe.md section 2).
 """
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -29,6 +29,7 @@ from rtl.pe.iface import (READ_STAGE_FIELDS, AccWriteSignature, DatapathReport,
                           OutBufferSignature, QueueDataSignature, SramWriteSignature,
                           issue_fields, thread_bits)
 from rtl.pe.util import KIND, kind_is, lane_mask, round_robin, sig
+from rtl.wavelet import Wavelet
 
 __all__ = ["Datapath"]
 
@@ -57,6 +58,10 @@ class Datapath(wiring.Component):
         Thread starts (their output buffers are emptied); the buffers' credits.
     tx : Out(LinkSignature)
         To the router's RAMP input; ``valid`` only for a color whose ``tx.ready`` bit is set.
+    core_send : In(stream.Signature(Wavelet))
+        The control core's ``send`` / ``sendc``. It shares tx with the output buffers: it
+        goes when its color is ready and either no buffer holds a wavelet or the buffers
+        sent last time both wanted (alternating); the buffers send nothing in that cycle.
     report : Out(DatapathReport)
     """
 
@@ -73,6 +78,7 @@ class Datapath(wiring.Component):
             "hazards": Out(HazardSignature(params)),
             "outbuf": In(OutBufferSignature(params)),
             "tx": Out(LinkSignature()),
+            "core_send": In(stream.Signature(Wavelet)),
             "report": Out(DatapathReport()),
         })
 
@@ -250,24 +256,40 @@ class Datapath(wiring.Component):
                 out_wr[j].en.eq(w_fout & (j < w_waves)),
             ]
 
-        # tx: round-robin over threads whose buffer head's color may go.
+        # The core's send: it goes when its color is ready and it is its turn or no buffer
+        # holds a wavelet (from registers only: no loop through the buffers' choice).
         tx = self.tx
-        tx_cand = Cat(*[(th_ocount[t] != 0) & tx.ready.bit_select(th_ocolor[t], 1)
+        cs = self.core_send
+        buffered = Cat(*[th_ocount[t] != 0 for t in range(T)]).any()
+        core_turn = Signal()
+        core_go = sig(m, cs.valid & tx.ready.bit_select(cs.payload.color, 1)
+                      & (core_turn | ~buffered), "core_tx_go", 1, when=cs.valid, idle=cs.valid)
+        with m.If(cs.valid):
+            m.d.sync += core_turn.eq(~core_go)
+        ready = Mux(core_go, 0, tx.ready)
+        # The buffers: round-robin over threads whose buffer head's color may go.
+        tx_cand = Cat(*[(th_ocount[t] != 0) & ready.bit_select(th_ocolor[t], 1)
                         for t in range(T)])
         tx_last = Signal(range(T))
         tx_any, tx_sel = round_robin(m, tx_cand, tx_last, T, "tx_sel")
         tx_sel = sig(m, tx_sel[:TB], "tx_sel")
         m.d.comb += [
             out_rd.addr.eq(Cat(Array(th_orp)[tx_sel], tx_sel)),
-            tx.valid.eq(tx_any),
-            tx.payload.data.eq(out_rd.data),
             out_meta_rd.addr.eq(tx_sel),
-            tx.payload.index.eq(out_meta_rd.data.index),
-            tx.payload.ctrl.eq(out_meta_rd.data.ctrl),
-            tx.payload.color.eq(Array(th_ocolor)[tx_sel]),
-            self.report.wavelets_out.eq(tx_any),
-            self.report.tx_pending.eq(Cat(*[th_ocount[t] != 0 for t in range(T)]).any()),
+            cs.ready.eq(core_go),
+            tx.valid.eq(tx_any | core_go),
+            self.report.wavelets_out.eq(tx_any | core_go),
+            self.report.tx_pending.eq(buffered | cs.valid),
         ]
+        with m.If(core_go):
+            m.d.comb += tx.payload.eq(cs.payload)
+        with m.Else():
+            m.d.comb += [
+                tx.payload.data.eq(out_rd.data),
+                tx.payload.index.eq(out_meta_rd.data.index),
+                tx.payload.ctrl.eq(out_meta_rd.data.ctrl),
+                tx.payload.color.eq(Array(th_ocolor)[tx_sel]),
+            ]
         with m.If(tx_any):
             m.d.sync += tx_last.eq(tx_sel)
         # The issue of this cycle takes output credits; a launch empties its thread's buffer.

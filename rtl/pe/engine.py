@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
 from rtl.pe import ops as O
+from rtl.pe.core import DsrSignature
 from rtl.pe.iface import (EngineReport, HazardSignature, IssueSignature, LaunchStream,
                           MemReadSignature, OutBufferSignature, QueueOperandSignature,
                           RegionSignature, SchedulerLookupSignature, thread_bits)
@@ -95,6 +96,14 @@ class TensorEngine(wiring.Component):
         Bit c: color c is bound to a task (such a color is not a fabric input operand).
     dsr : In(RegionSignature)
         The host's port on the DSR file (region DSR of the address map).
+    core_dsr : In(DsrSignature)
+        The control core's DSR word reads and writes (``dsrr`` / ``dsrw``). Granted unless
+        the host writes a DSR in the same cycle; ``busy`` when the DSR is named by a launch
+        being accepted (L0), by the launch in L1 or by a live micro-thread: such a write is
+        dropped and the core faults with ``DSR_BUSY``.
+    bank_use : Out(banks)
+        SRAM banks the issue stage reads in this cycle (the control core's accesses to them
+        are denied).
     fin_a, fin_b : Out(QueueOperandSignature)
         Level lookup and pop of the issuing thread's fabric inputs.
     sched : Out(SchedulerLookupSignature)
@@ -118,6 +127,8 @@ class TensorEngine(wiring.Component):
             "core_ops_pending": Out(1),
             "bound": In(params.num_colors),
             "dsr": In(RegionSignature(region(CfgRegion.DSR, params))),
+            "core_dsr": In(DsrSignature()),
+            "bank_use": Out(params.banks),
             "fin_a": Out(QueueOperandSignature(params.rx_depth)),
             "fin_b": Out(QueueOperandSignature(params.rx_depth)),
             "sched": Out(SchedulerLookupSignature(params.threads)),
@@ -164,6 +175,8 @@ class TensorEngine(wiring.Component):
         with m.If(hd.re):
             m.d.sync += rd_word.eq(hd.word)
         m.d.comb += hd.rdata.eq(Array([rp.data for rp in dsr_rd_host])[rd_word])
+        dsr_wr_core = [mem.write_port() for mem in dsr_mems]
+        dsr_rd_core = [mem.read_port() for mem in dsr_mems]
 
         # ================================ micro-thread state ================================
         # Flops: what the scheduler checks for every thread each cycle, and what is fixed at
@@ -176,6 +189,8 @@ class TensorEngine(wiring.Component):
         # input-combinational region too, twice per clock).
         th_dep = [Signal(T, name=f"th{t}_dep", reset_less=True) for t in range(T)]
         th_core = Signal(T, reset_less=True)            # launched by the core (read if active)
+        # The DSR ids a thread's launch named (dst, a, b, s): a core write to one is refused.
+        th_ids = [Signal(4 * 6, name=f"th{t}_ids", reset_less=True) for t in range(T)]
         th_credits = list(self.outbuf.credits)
         th_k0dst = [Signal(12, name=f"th{t}_k0dst", reset_less=True) for t in range(T)]
         role_meta = data.StructLayout({"kind": 3, "dtype": 1, "color": 5})
@@ -622,7 +637,9 @@ class TensorEngine(wiring.Component):
                 m.d.sync += th_k0dst[t].eq(I["dst"]["next_k0"])
             with m.If(slot_hot[t]):
                 m.d.sync += [th_dep[t].eq(dep_new), th_k0dst[t].eq(L["dst"]["len"][0]),
-                             th_meta[t].eq(meta_new)]
+                             th_meta[t].eq(meta_new),
+                             th_ids[t].eq(Cat(l1_req.launch.dst, l1_req.launch.a,
+                                              l1_req.launch.b, l1_req.launch.s))]
                 for r in ROLES:
                     m.d.sync += th_res[r][t].eq(res_new[r])
             with m.Else():
@@ -634,7 +651,35 @@ class TensorEngine(wiring.Component):
         m.d.comb += self.core_ops_pending.eq(
             (launch_valid & req.core) | (l1_valid & l1_req.core)
             | (th_active & th_core).any() | hz.core_busy)
+        m.d.comb += self.bank_use.eq(Mux(i_go, mask_a | mask_b, 0))
+        self._core_dsr_port(m, dsr_wr_core, dsr_rd_core, th_active, th_ids, l1_valid, l1_req)
         return m
+
+    def _core_dsr_port(self, m, wr, rd, th_active, th_ids, l1_valid, l1_req):
+        """The core's DSR port: grant, the "in use" check, the write, the read (next cycle)."""
+        cd, hd, launch = self.core_dsr, self.dsr, self.launch
+        T = self._p.threads
+
+        def names(launch_fields, ident):
+            return Cat(*[getattr(launch_fields, r) == ident for r in ("dst", "a", "b", "s")]).any()
+        live = [th_active[t] & Cat(*[th_ids[t][6 * i:6 * i + 6] == cd.id
+                                     for i in range(4)]).any() for t in range(T)]
+        in_use = ((launch.valid & launch.ready & names(launch.payload.launch, cd.id))
+                  | (l1_valid & names(l1_req.launch, cd.id)) | Cat(*live).any())
+        # Evaluated only while the core asks (rtl.pe.util.sig).
+        busy = sig(m, in_use, "core_dsr_busy", 1, when=cd.en, idle=cd.en)
+        grant = sig(m, cd.en & ~hd.we, "core_dsr_grant", 1, when=cd.en, idle=cd.en)
+        m.d.comb += [cd.grant.eq(grant), cd.busy.eq(busy & cd.we)]
+        rd_word = Signal(range(DSR_WORDS), reset_less=True)   # read only after a granted read
+        for w in range(DSR_WORDS):
+            m.d.comb += [
+                wr[w].addr.eq(cd.id), wr[w].data.eq(cd.wdata),
+                wr[w].en.eq(grant & cd.we & ~busy & (cd.word == w)),
+                rd[w].addr.eq(cd.id), rd[w].en.eq(grant & ~cd.we),
+            ]
+        with m.If(grant & ~cd.we):
+            m.d.sync += rd_word.eq(cd.word)
+        m.d.comb += cd.rdata.eq(Array([port.data for port in rd])[rd_word])
 
     # ---------------------------------------------------------------------------------------
     def _launch_role(self, m, role, index, dsr, ident, req, bound_any, need, valid, idle):

@@ -4,8 +4,15 @@ SRAM: ``banks`` single-port 32-bit banks of ``sram_words / banks`` words; word `
 bank ``w % banks``, so a 64-bit access (4 x FP16 or 2 x FP32) uses one bank pair. The
 datapath reads two operands (a, b) and writes one result per cycle; whether they collide in
 a bank is decided by the issue stage (the banks serialise the collision, docs/pe.md 2), so
-the ports here never arbitrate. The host has its own port on every bank (a configuration
-path, not part of the datapath's budget).
+the datapath's ports never arbitrate. The host has its own port on every bank (a
+configuration path, not part of the datapath's budget).
+
+The control core has one read port and one write port on every bank, shared by its
+instruction fetch and its loads and stores (SPEC 4.5, docs/core.md). The datapath has the
+banks first: a core access is granted only when its bank is not used by the datapath in
+this cycle (``busy_banks``: the reads of the issue stage and the write-back); a load or store
+goes before a fetch of the same bank. A denied access is retried by the core (counted as
+``STALL_CORE_BANK``), so the core never changes the datapath's timing.
 
 Accumulator cache: ``acc_words`` FP32 words in 4 lane columns (word ``w`` in column
 ``w % 4``, row ``w // 4``), read 4 words per operand, written by the write-back and
@@ -17,8 +24,10 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from rtl.pe.core import FetchSignature, MemSignature
 from rtl.pe.iface import (AccWriteSignature, MemDataSignature, MemReadSignature,
                           RegionSignature, SramWriteSignature)
+from rtl.pe.util import sig
 from rtl.pe.regs import CfgRegion, region
 
 __all__ = ["PEMemory"]
@@ -43,6 +52,10 @@ class PEMemory(wiring.Component):
         The write-back's accumulator-cache write (forwarded to a and b).
     sram, acc : In(RegionSignature)
         The host's configuration ports (regions SRAM and ACC of the address map).
+    core_fetch, core_mem : In(FetchSignature), In(MemSignature)
+        The control core's instruction fetch and its loads / stores (word addresses).
+    busy_banks : In(banks)
+        Banks the datapath uses in this cycle (a core access to one of them is denied).
     """
 
     def __init__(self, params):
@@ -56,6 +69,9 @@ class PEMemory(wiring.Component):
             "acc_wr": In(AccWriteSignature()),
             "sram": In(RegionSignature(region(CfgRegion.SRAM, params))),
             "acc": In(RegionSignature(region(CfgRegion.ACC, params))),
+            "core_fetch": In(FetchSignature()),
+            "core_mem": In(MemSignature()),
+            "busy_banks": In(params.banks),
         })
 
     def elaborate(self, platform):
@@ -75,7 +91,8 @@ class PEMemory(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append({"wr": mem.write_port(granularity=16), "rd_a": mem.read_port(),
                           "rd_b": mem.read_port(), "hwr": mem.write_port(granularity=16),
-                          "hrd": mem.read_port()})
+                          "hrd": mem.read_port(), "cwr": mem.write_port(),
+                          "crd": mem.read_port()})
         for name, port, out in (("a", self.a, self.a_data), ("b", self.b, self.b_data)):
             # The pair the address falls in, registered with the read (read only under the
             # operand's kind in the read stage).
@@ -131,6 +148,8 @@ class PEMemory(wiring.Component):
             m.d.sync += rd_bank.eq(bank)
         m.d.comb += hs.rdata.eq(Array([banks[b]["hrd"].data for b in range(B)])[rd_bank])
 
+        self._core_ports(m, banks, row_bits)
+
         ha = self.acc
         rd_col = Signal(2)
         for j in range(4):
@@ -143,3 +162,38 @@ class PEMemory(wiring.Component):
             m.d.sync += rd_col.eq(ha.index[:2])
         m.d.comb += ha.rdata.eq(Array([acc[j]["hrd"].data for j in range(4)])[rd_col])
         return m
+
+    def _core_ports(self, m, banks, row_bits):
+        """The core's fetch and load/store: grants (the datapath first, then a load/store,
+        then the fetch), one read and one write port per bank, read data the next cycle."""
+        B = self._p.banks
+        fetch, mem, busy = self.core_fetch, self.core_mem, self.busy_banks
+        active = fetch.en | mem.en
+
+        def bank(addr):
+            return addr[:row_bits]
+        # Read only while the core asks (rtl.pe.util.sig): nothing to evaluate otherwise.
+        mem_ok = sig(m, mem.en & ~busy.bit_select(bank(mem.addr), 1), "core_mem_ok", 1,
+                     when=mem.en, idle=mem.en)
+        fetch_ok = sig(m, fetch.en & ~busy.bit_select(bank(fetch.addr), 1)
+                       & ~(mem.en & (bank(mem.addr) == bank(fetch.addr))), "core_fetch_ok", 1,
+                       when=fetch.en, idle=fetch.en)
+        m.d.comb += [mem.grant.eq(mem_ok), fetch.grant.eq(fetch_ok)]
+        load = mem_ok & ~mem.we
+        fetch_bank = Signal(row_bits, reset_less=True)   # read only after a granted fetch
+        mem_bank = Signal(row_bits, reset_less=True)     # ... after a granted load
+        with m.If(active):
+            m.d.sync += [fetch_bank.eq(bank(fetch.addr)), mem_bank.eq(bank(mem.addr))]
+        for b in range(B):
+            mine = bank(mem.addr) == b
+            m.d.comb += [
+                banks[b]["crd"].addr.eq(Mux(load & mine, mem.addr[row_bits:],
+                                            fetch.addr[row_bits:])),
+                banks[b]["crd"].en.eq((load & mine) | (fetch_ok & (bank(fetch.addr) == b))),
+                banks[b]["cwr"].addr.eq(mem.addr[row_bits:]),
+                banks[b]["cwr"].data.eq(mem.wdata),
+                banks[b]["cwr"].en.eq(mem_ok & mem.we & mine),
+            ]
+        data = [banks[b]["crd"].data for b in range(B)]
+        m.d.comb += [fetch.rdata.eq(Array(data)[fetch_bank]),
+                     mem.rdata.eq(Array(data)[mem_bank])]

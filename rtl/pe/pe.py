@@ -34,19 +34,20 @@ the other cycles, and state read only under a reset flag has no reset of its own
 
 import re
 
-from amaranth import Module
+from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from rtl.link import CfgSignature, LinkSignature
 from rtl.pe.arbiter import LaunchArbiter
 from rtl.pe.config import ConfigDecoder
+from rtl.pe.core import Core, TraceSignature
 from rtl.pe.datapath import Datapath
 from rtl.pe.engine import TensorEngine
 from rtl.pe.launcher import TaskLauncher
 from rtl.pe.memory import PEMemory
 from rtl.pe.queues import RxQueues
-from rtl.pe.regs import CFG_BITS, PEParams
+from rtl.pe.regs import CFG_BITS, PEParams, Reg
 from rtl.pe.status import StatusBlock
 
 __all__ = ["PE", "pe_verilog", "compact_memory_init"]
@@ -72,7 +73,10 @@ class PE(wiring.Component):
     error : Out(1)
         Sticky: some error was raised (code in the ERROR register).
     busy : Out(1)
-        An operation in flight, a task pending or a wavelet queued.
+        An operation in flight, a task pending or running, or a wavelet queued.
+    trace : Out(TraceSignature)
+        The control core's retired instructions (a debug stream: no back-pressure; the
+        tile leaves it unconnected, so that its logic is optimised away in the fabric).
 
     Blocks (built in :meth:`elaborate`, see docs/pe.md section 2): ``queues``
     (:class:`RxQueues`), ``launcher`` (:class:`TaskLauncher`), ``arbiter``
@@ -98,6 +102,7 @@ class PE(wiring.Component):
             "cfg": In(CfgSignature(CFG_BITS)),
             "error": Out(1),
             "busy": Out(1),
+            "trace": Out(TraceSignature()),
         }
 
     @property
@@ -175,15 +180,57 @@ class PE(wiring.Component):
         return m
 
     def _attach_core(self, m, blocks):
-        """Where the control core (SPEC 4.5) joins the blocks; without it: its launch input
-        of the arbiter idle, its registers (regions CORE and GPR) reading 0, its report to
-        the status block idle."""
-        arbiter, config, status = blocks["arbiter"], blocks["config"], blocks["status"]
+        """The control core (SPEC 4.5) and its ports on the blocks: launches through the
+        arbiter, fetch and loads / stores on the SRAM banks (after the datapath), the DSR
+        file, the rx queues (``recv``), tx (``send``), the launcher (code tasks, ``tact``,
+        ``tblk``, ``tunblk``), ``csrr``, the CORE and GPR registers, counters and errors."""
+        p = self._params
+        b = blocks
+        m.submodules.core = core = Core(sram_words=p.sram_words, banks=p.banks,
+                                        num_colors=p.num_colors, num_tasks=p.num_tasks,
+                                        num_dsrs=p.num_dsrs)
+        connect(m, core.launch, b["arbiter"].core)
+        m.d.comb += core.ops_pending.eq(b["engine"].core_ops_pending)
+        connect(m, core.fetch, b["memory"].core_fetch)
+        connect(m, core.mem, b["memory"].core_mem)
+        m.d.comb += b["memory"].busy_banks.eq(b["engine"].bank_use
+                                              | b["datapath"].hazards.wb_banks)
+        connect(m, core.dsr, b["engine"].core_dsr)
+        connect(m, core.recv, b["queues"].core_recv)
+        m.d.comb += b["queues"].bound.eq(b["launcher"].bound)
+        connect(m, core.send, b["datapath"].core_send)
+        connect(m, core.csr, b["status"].core_csr)
+        connect(m, core.task_ctl, b["launcher"].core_ctl)
+        connect(m, b["launcher"].core_start, core.start)
+        # The host's CORE registers: CORE_CTRL (restart), CORE_STATUS, CORE_PC; the GPRs.
+        cr, gr, st = b["config"].core, b["config"].gpr, b["status"]
+        base = Reg.CORE_CTRL
+        restart = cr.we & (cr.index == Reg.CORE_CTRL - base) & cr.wdata[0]
+        m.d.comb += [core.restart.eq(restart),
+                     b["launcher"].core_done.eq(core.done | restart)]
+        core_rd = Signal(32, reset_less=True)            # read only after a read
+        with m.If(cr.re):
+            m.d.sync += core_rd.eq(Mux(cr.index == Reg.CORE_STATUS - base,
+                                       core.status.as_value(),
+                                       Mux(cr.index == Reg.CORE_PC - base, core.pc, 0)))
+        gpr_rd = Signal(32, reset_less=True)
+        with m.If(gr.re):
+            m.d.sync += gpr_rd.eq(core.gpr.rdata)
+        m.d.comb += [cr.rdata.eq(core_rd), gr.rdata.eq(gpr_rd),
+                     core.gpr.addr.eq(gr.index), core.gpr.we.eq(gr.we),
+                     core.gpr.wdata.eq(gr.wdata)]
+        # Status, counters, errors, the trace.
         m.d.comb += [
-            arbiter.core.valid.eq(0),
-            config.core.rdata.eq(0), config.gpr.rdata.eq(0),
-            status.core.core_error.valid.eq(0),
+            st.blocked.eq(b["launcher"].blocked), st.core_status.eq(core.status),
+            st.core_pc.eq(core.pc),
+            st.core.core_retired.eq(core.retired), st.core.core_active.eq(core.active),
+            st.core.stall_core_bank.eq(core.stall_bank),
+            st.core.core_error.valid.eq(core.error.valid),
+            st.core.core_error.code.eq(core.error.code),
+            st.core.core_error.info.eq(core.error.info),
+            st.core.running.eq(core.running), st.core.halted.eq(core.status.halted),
         ]
+        connect(m, core.trace, flipped(self.trace))
 
 
 _INIT_BLOCK = re.compile(r"  initial begin\n((?:    [^\n\[]+\[\d+\] = \d+'[dhb]0+;\n)+)  end\n")

@@ -2,8 +2,9 @@
 
 Every color has a queue of ``rx_depth`` wavelets. The router's RAMP output pushes into it
 (``rx.ready[c]`` = color c's queue is not full, from registered state only); the tensor
-engine's issue stage pops its fabric operands a and b, and the task launcher pops the
-wavelet that activates a task. The scheduler looks up the fill level of every thread's
+engine's issue stage pops its fabric operands a and b, the task launcher pops the wavelet
+that activates a task, and the control core pops wavelets of unbound colors (``recv``; it
+shares the launcher's pop, which goes first). The scheduler looks up the fill level of every thread's
 fabric operands each cycle.
 
 Storage: ``rx_depth`` slot memories (one wavelet of every color each) and one memory of
@@ -20,7 +21,9 @@ from rtl.link import LinkSignature
 from rtl.pe.iface import (QUEUE_LEVEL_BITS, LauncherQueueSignature, QueueDataSignature,
                           QueueEntry, QueueOperandSignature, QueueReport,
                           SchedulerLookupSignature)
+from rtl.pe.core import RecvSignature
 from rtl.pe.util import sig
+from rtl.wavelet import Wavelet
 
 __all__ = ["RxQueues"]
 
@@ -45,6 +48,12 @@ class RxQueues(wiring.Component):
         The scheduler's level lookups (operands a and b of every thread).
     launcher : In(LauncherQueueSignature)
         The task launcher's read and pop of a queue's head, and the non-empty colors.
+    core_recv : In(RecvSignature)
+        The control core's ``recv``: granted (and popped) when a wavelet of that color is
+        queued and the launcher does not pop in the same cycle; ``bad`` when the color is
+        bound to a task; the wavelet word in the next cycle.
+    bound : In(num_colors)
+        Bit c: color c is bound to a task (from the launcher).
     report : Out(QueueReport)
         Wavelets accepted, the rx error, "a wavelet is queued".
     """
@@ -59,6 +68,8 @@ class RxQueues(wiring.Component):
             "b_data": Out(QueueDataSignature(params.rx_depth)),
             "sched": In(SchedulerLookupSignature(params.threads)),
             "launcher": In(LauncherQueueSignature(params.num_colors)),
+            "core_recv": In(RecvSignature()),
+            "bound": In(params.num_colors),
             "report": Out(QueueReport()),
         })
 
@@ -71,7 +82,7 @@ class RxQueues(wiring.Component):
 
         # D slot memories (one wavelet each per color), read by operands a, b and the
         # launcher.
-        slot_rd = {port: [] for port in ("a", "b", "l")}
+        slot_rd = {port: [] for port in ("a", "b", "l", "c")}
         slot_wr = []
         for s in range(D):
             mem = memory.Memory(shape=QueueEntry, depth=C, init=[])
@@ -107,10 +118,20 @@ class RxQueues(wiring.Component):
             self.report.pending.eq(nonempty.any()),
         ]
 
-        # This cycle's events: a push from rx, the pops of a, b and the launcher.
-        a, b, ln = self.a, self.b, self.launcher
+        # The core's recv: a pop of one wavelet through the launcher's event, when the
+        # launcher does not pop (evaluated only while the core asks, rtl.pe.util.sig).
+        a, b, ln, cr = self.a, self.b, self.launcher, self.core_recv
+        c_color = cr.color[:CB]
+        c_bound = self.bound.bit_select(c_color, 1)
+        c_pop = sig(m, cr.en & ~ln.pop & nonempty.bit_select(c_color, 1) & ~c_bound,
+                    "core_pop", 1, when=cr.en, idle=cr.en)
+        m.d.comb += [cr.grant.eq(c_pop), cr.bad.eq(cr.en & c_bound)]
+        l_pop = ln.pop | c_pop
+        l_color = Mux(ln.pop, ln.color, cr.color)
+
+        # This cycle's events: a push from rx, the pops of a, b and the launcher (or core).
         events = [(rx_take, rx_color, 1, 0), (a.pop != 0, a.color, a.pop, a.pop),
-                  (b.pop != 0, b.color, b.pop, b.pop), (ln.pop, ln.color, ln.pop, ln.pop)]
+                  (b.pop != 0, b.color, b.pop, b.pop), (l_pop, l_color, l_pop, l_pop)]
         full_next, nonempty_next = full, nonempty
         rx_slot = None
         for e, (valid, color, _, _) in enumerate(events):
@@ -160,4 +181,16 @@ class RxQueues(wiring.Component):
             m.d.comb += rp.addr.eq(ln.pick)
         m.d.comb += [ln.head.eq(entries("l", lookup(ln.color).head)[0]),
                      ln.nonempty.eq(nonempty)]
+
+        # The core: read at its color; the popped wavelet (the head at the pop) next cycle.
+        c_head = Signal(HB, reset_less=True)                # read only after a pop
+        c_was = Signal(len(cr.color), reset_less=True)
+        for rp in slot_rd["c"]:
+            m.d.comb += rp.addr.eq(c_color)
+        with m.If(c_pop):
+            m.d.sync += [c_head.eq(lookup(cr.color).head), c_was.eq(cr.color)]
+        got = entries("c", c_head)[0]
+        word = Signal(Wavelet)
+        m.d.comb += [word.data.eq(got.data), word.index.eq(got.index), word.ctrl.eq(got.ctrl),
+                     word.color.eq(c_was), cr.rdata.eq(word)]
         return m

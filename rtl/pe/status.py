@@ -16,10 +16,12 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.pe.core import CsrSignature
 from rtl.pe.iface import (ConfigReport, CoreReport, DatapathReport, EngineReport,
                           LauncherReport, QueueReport, RegionSignature)
-from rtl.pe.regs import (PE_REGS_BASE, CfgRegion, Counter, ErrorCode, ErrorWord, Reg, Status,
-                         region)
+from rtl.pe.isa import PC_BITS
+from rtl.pe.regs import (COUNTER_BASE, PE_REGS_BASE, CfgRegion, CoreStatus, Counter, ErrorCode,
+                         ErrorWord, Reg, Status, region)
 from rtl.pe.util import sig
 
 __all__ = ["StatusBlock", "ERROR_SOURCES"]
@@ -56,6 +58,12 @@ class StatusBlock(wiring.Component):
         Work in flight anywhere in the PE (docs/pe.md section 1).
     error : Out(1)
         Sticky: some error was raised and not cleared.
+    core_csr : In(CsrSignature)
+        The control core's ``csrr``: offsets of the register region below 0x100; ID,
+        STATUS, ERROR, ERROR_FLAGS, BLOCKED, the counters, CORE_STATUS and CORE_PC read
+        their value, every other offset 0; the value is the one of the cycle of the request.
+    blocked, core_status, core_pc : In
+        BLOCKED (from the launcher), the core's status and pc, for ``csrr``.
     """
 
     def __init__(self, params):
@@ -72,6 +80,10 @@ class StatusBlock(wiring.Component):
             "counters": In(RegionSignature(region(CfgRegion.COUNTER, params))),
             "busy": Out(1),
             "error": Out(1),
+            "core_csr": In(CsrSignature()),
+            "blocked": In(params.num_tasks),
+            "core_status": In(CoreStatus),
+            "core_pc": In(PC_BITS),
         })
 
     def _reports(self):
@@ -177,7 +189,7 @@ class StatusBlock(wiring.Component):
         status = Signal(Status)
         m.d.comb += [
             busy.eq(en.threads_active.any() | en.launching | ln.active | ln.trigger_pending
-                    | q.pending | dp.pipeline_busy | dp.tx_pending),
+                    | q.pending | dp.pipeline_busy | dp.tx_pending | core.running),
             self.busy.eq(busy),
             status.busy.eq(busy), status.error.eq(self.error),
             status.launcher_busy.eq(ln.active), status.trigger_pending.eq(ln.trigger_pending),
@@ -209,4 +221,30 @@ class StatusBlock(wiring.Component):
         with m.If(hr.re | hc.re):
             m.d.sync += rd_reg.eq(reg_val)
         m.d.comb += [hr.rdata.eq(rd_reg), hc.rdata.eq(rd_reg)]
+
+        # The core's csrr (only evaluated with a request: Verilator keeps the If).
+        cs = self.core_csr
+        csr_reg = Signal(32, reset_less=True)              # read only after a request
+        with m.If(cs.en):
+            with m.Switch(cs.addr):
+                with m.Case(Reg.ID):
+                    m.d.sync += csr_reg.eq(p.id_word)
+                with m.Case(Reg.STATUS):
+                    m.d.sync += csr_reg.eq(status)
+                with m.Case(Reg.ERROR):
+                    m.d.sync += csr_reg.eq(error_word)
+                with m.Case(Reg.ERROR_FLAGS):
+                    m.d.sync += csr_reg.eq(err_flags)
+                with m.Case(Reg.BLOCKED):
+                    m.d.sync += csr_reg.eq(self.blocked)
+                with m.Case(Reg.CORE_STATUS):
+                    m.d.sync += csr_reg.eq(self.core_status)
+                with m.Case(Reg.CORE_PC):
+                    m.d.sync += csr_reg.eq(self.core_pc)
+                for c in Counter:
+                    with m.Case(COUNTER_BASE + c.value):
+                        m.d.sync += csr_reg.eq(counters[c.value])
+                with m.Default():
+                    m.d.sync += csr_reg.eq(0)
+        m.d.comb += cs.rdata.eq(csr_reg)
         return m
