@@ -31,6 +31,8 @@ from gpt_mapping.perf_model import accumulator_buffers, predict
 from gpt_mapping.streams import ReductionCommand, nonzero_counts, weight_streams
 from rtl.mesh import edge_endpoints
 from rtl.pe import regs as R
+from rtl.pe.asm import assemble
+from rtl.pe.isa import LaunchModifier
 from rtl.router import (Port, RouterErrorStatus, RouterReg, counter_addr, port_mask,
                         route_addr)
 from rtl.tile import BROADCAST_X
@@ -65,6 +67,14 @@ TASKS = {"fmac": 0, "bad_command": CTRL_BASE,
 ENTRIES = {"fmac": 0, "bad": 1, "partial": 2, "final": 5}
 #: Priorities: the reduction chain goes before the FMACs of the next outputs.
 PRIO_FMAC, PRIO_REDUCE = 0, 1
+#: The reduction commands (partial sum, final sum, the invalid command) run as code tasks
+#: of the control core (SPEC 4.5): two ``t.*`` launches and ``tend`` each; the per-weight
+#: FMAC stays a launch-list task (the hardware fast path). False: every task is a launch
+#: list, the PE's first form (kept to measure one against the other, docs/fabric.md).
+REDUCTIONS_AS_CODE = True
+#: The first register holding a launch modifier of the code tasks (r1..r3 are the task's
+#: wavelet); the host writes them with the program.
+MODIFIER_REGS = 4
 
 
 @dataclass(frozen=True)
@@ -196,11 +206,56 @@ def _store_final(store, *after):
     return [store, *after]
 
 
+def _modifier(launch):
+    """The :class:`rtl.pe.isa.LaunchModifier` word of a launch (its ``rm`` register)."""
+    roles = {"dst": 1, "a": 2, "b": 4}
+    return R.encode_fields(LaunchModifier, prio=launch.get("prio", 0),
+                           idx=sum(roles[r] for r in set(launch.get("idx", ()))),
+                           adv=sum(roles[r] for r in set(launch.get("adv", ()))),
+                           clear_a=int(bool(launch.get("clear_a", False))))
+
+
+def code_tasks(tasks, limit):
+    """The control-core program of code tasks: ``{label: [launch, ...]}`` (the keyword
+    dicts of :func:`_launch`) become ``label: t.<op> dst, a, b, r0, rM`` lines and a
+    ``tend``, each distinct launch modifier held in a register from :data:`MODIFIER_REGS`
+    on. Returns ``(program, {register: modifier word})``; the program (at byte 0) must end
+    below ``limit`` (the start of the GEMM's data)."""
+    names = {v: k for k, v in DSR_IDS.items()}
+    regs = {}
+    lines = [f".equ {name}, {ident}" for name, ident in DSR_IDS.items()]
+    for label, launches in tasks.items():
+        lines.append(f"{label}:")
+        for launch in launches:
+            if launch.get("s", R.DSR_NONE) not in (R.DSR_NONE, R.DSR_WAVELET):
+                raise ValueError(f"code task {label}: a SCALAR DSR as s is not used here")
+            word = _modifier(launch)
+            if word and word not in regs.values():
+                regs[MODIFIER_REGS + len(regs)] = word
+            rm = next((r for r, w in regs.items() if w == word), 0) if word else 0
+            operands = [names.get(launch[role], "none" if launch[role] == R.DSR_NONE
+                                  else str(launch[role]))
+                        for role in ("dst", "a", "b")]
+            lines.append(f"    t.{R.TensorOp(launch['op']).name.lower()} "
+                         f"{', '.join(operands)}, r0, r{rm}")
+        lines.append("    tend")
+    if MODIFIER_REGS + len(regs) > 16:
+        raise ValueError(f"the code tasks need {len(regs)} launch modifiers, more than the "
+                         f"{16 - MODIFIER_REGS} registers r{MODIFIER_REGS}..r15")
+    program = assemble("\n".join(lines) + "\n")
+    if program.end > limit:
+        raise MappingError(f"the PE program of the reduction tasks needs {program.end} bytes, "
+                           f"more than the {limit} reserved below the GEMM's data")
+    return program, regs
+
+
 def pe_program(mapping, x, y, place):
     """The GEMM configuration of PE (x, y): ``[(pe_address, [words])]``.
 
     Registers (see :data:`DSR_IDS`), launch entries, task table and the binding of the
-    weight color; tiles of rows without tokens get nothing (they are not on any route).
+    weight color, and (:data:`REDUCTIONS_AS_CODE`) the code of the reduction tasks with
+    the registers it reads; tiles of rows without tokens get nothing (they are not on any
+    route).
     """
     t_y = int(mapping.tokens_per_row[y])
     if t_y == 0:
@@ -256,21 +311,33 @@ def pe_program(mapping, x, y, place):
                                adv=("dst",), prio=PRIO_REDUCE),
                              L(R.TensorOp.FMOV, D["res_out"], D["y_r"], adv=("a",),
                                prio=PRIO_REDUCE))
-    entries = {ENTRIES["fmac"]: _task(pe, fmac), ENTRIES["bad"]: _task(pe, bad),
-               ENTRIES["partial"]: _task(pe, *partial), ENTRIES["final"]: _task(pe, *final)}
-    if len(partial) > ENTRIES["final"] - ENTRIES["partial"]:
-        raise AssertionError("launch entries overlap")
     out = []
     for name, words in dsrs.items():
         out.append((R.dsr_addr(D[name], pe=pe), words))
+    if REDUCTIONS_AS_CODE:
+        entries = {ENTRIES["fmac"]: _task(pe, fmac)}
+        program, regs = code_tasks({"bad_command": [bad], "partial": partial,
+                                    "final": final}, mapping.pe.data_base)
+        out.append((0, list(program.words)))                 # SRAM words from byte 0
+        out += [(R.gpr_addr(r), [word]) for r, word in regs.items()]
+        tasks = {TASKS["fmac"]: R.encode_task(ENTRIES["fmac"], pe=pe)}
+        for name in ("bad_command", "partial", "final"):
+            tasks[TASKS[name]] = R.encode_task(pc=program.labels[name], pe=pe)
+    else:
+        entries = {ENTRIES["fmac"]: _task(pe, fmac), ENTRIES["bad"]: _task(pe, bad),
+                   ENTRIES["partial"]: _task(pe, *partial),
+                   ENTRIES["final"]: _task(pe, *final)}
+        if len(partial) > ENTRIES["final"] - ENTRIES["partial"]:
+            raise AssertionError("launch entries overlap")
+        tasks = {TASKS[name]: R.encode_task(ENTRIES[key], pe=pe)
+                 for name, key in (("fmac", "fmac"), ("bad_command", "bad"),
+                                   ("partial", "partial"), ("final", "final"))}
     for first, group in entries.items():
         for i in range(len(group)):
             R.entry_addr(first + i, pe=pe)          # every entry of the group exists
         out.append((R.entry_addr(first, pe=pe), [w for entry in group for w in entry]))
-    tasks = {TASKS["fmac"]: ENTRIES["fmac"], TASKS["bad_command"]: ENTRIES["bad"],
-             TASKS["partial"]: ENTRIES["partial"], TASKS["final"]: ENTRIES["final"]}
-    for task, entry in tasks.items():
-        out.append((R.task_addr(task, pe=pe), [R.encode_task(entry, pe=pe)]))
+    for task, word in tasks.items():
+        out.append((R.task_addr(task, pe=pe), [word]))
     out.append((R.bind_addr(colors.weight, pe=pe),
                 [R.encode_bind(data_task=TASKS["fmac"], ctrl_base=CTRL_BASE, pe=pe)]))
     return out

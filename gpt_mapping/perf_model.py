@@ -13,8 +13,11 @@ gpt_mapping/fabric_run.py. The derivation is in docs/gemm.md; in short:
     wrote, so it issues ``max(g, pipeline_latency)`` cycles after it (g = T_pad / 4 vectors);
   - the datapath: ``nnz * g`` FMAC issues plus the reduction's own vectors, which fill the
     chain's idle cycles;
-  - the task launcher: ``task_interval`` cycles per weight, and ``launches + 1`` for the
-    reduction command;
+  - the task launcher: ``task_interval`` cycles per weight, and for the reduction command
+    ``task_interval + launches - 1`` (a launch-list task) or, as the mapper runs it, a code
+    task of the control core: ``task_interval - 1 + code_task_latency + launches`` (decoded
+    and handed to the core, whose launches follow ``code_task_latency`` cycles later, one
+    per cycle; its ``tend`` frees the weight colour for the next pick in the cycle after);
   - the RAMP input: the weights and the command, the 2 T_y partial-sum wavelets from the west
     and the T_y results tapped from the return path, at most one wavelet per cycle, each
     input stream in vectors that refill the PE's ``rx_depth``-deep queue after each issue.
@@ -70,6 +73,11 @@ class PerfParams:
     inject_interval:  cycles between wavelets injected at the north edge (1 = full rate).
     task_interval:    cycles of the task launcher per one-launch task (pick/decode, launch);
                       a task of e launches takes ``task_interval + e - 1``.
+    code_task_latency: a code task of the control core (rtl/pe/core.py): cycles from the
+                      core accepting it to its first launch (docs/core_pipeline.md: 4);
+                      its e launches follow one per cycle and its ``tend`` frees the colour
+                      in the cycle after the last, when the launcher picks again (0: the
+                      reduction commands are launch-list tasks).
     rx_depth:         wavelets of the PE's input queue per color: a fabric input issues a
                       vector once it is queued whole, then the queue refills one per cycle.
     out_depth:        wavelets a fabric-output thread buffers (its credits).
@@ -85,6 +93,7 @@ class PerfParams:
     retire_latency: int = 2
     inject_interval: int = 1
     task_interval: int = 2
+    code_task_latency: int = 4
     rx_depth: int = 4
     out_depth: int = 8
     max_accumulator_buffers: int = 4
@@ -311,7 +320,11 @@ def predict(mapping, nonzero, params=None):
 
     chain = nz * cycles_per_weight
     datapath = nz * g + red_issues
-    launcher = nz * p.task_interval + (p.task_interval + launches - 1)
+    if p.code_task_latency:
+        command = p.task_interval - 1 + p.code_task_latency + launches
+    else:
+        command = p.task_interval + launches - 1
+    launcher = nz * p.task_interval + command
     ramp_in = (nz + 1) * p.inject_interval + ramp_waves
     pe_step = np.maximum(np.maximum(chain, datapath), launcher)
     step = np.maximum(pe_step, ramp_in)

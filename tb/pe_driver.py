@@ -189,6 +189,7 @@ PE_PORTS = [
     ("input", "cfg__addr", 18), ("input", "cfg__wdata", 32), ("input", "cfg__we", 1),
     ("input", "cfg__re", 1), ("output", "cfg__rdata", 32),
     ("output", "error", 1), ("output", "busy", 1),
+    ("output", "trace__valid", 1), ("output", "trace__payload", 85),
 ]
 
 

@@ -141,7 +141,9 @@ class TaskLauncher(wiring.Component):
         k_ptr = Signal(6)
         k_data = Signal(16, reset_less=True)             # read only in LAUNCH
         k_index = Signal(10, reset_less=True)
-        cand = Cat(q.nonempty & bound_any & ~inflight, trig_valid,
+        # (The color of a code task that ends in this cycle may go again in this cycle.)
+        busy_colors = Mux(self.core_done, 0, inflight)
+        cand = Cat(q.nonempty & bound_any & ~busy_colors, trig_valid,
                    act_pending & ~blocked) & ~parked
         # The highest priority present: keep the sources with the high bit if any, then of
         # those the ones with the low bit if any (all priorities 0: every candidate).

@@ -199,7 +199,14 @@ class PE(wiring.Component):
         connect(m, core.recv, b["queues"].core_recv)
         m.d.comb += b["queues"].bound.eq(b["launcher"].bound)
         connect(m, core.send, b["datapath"].core_send)
-        connect(m, core.csr, b["status"].core_csr)
+        # csrr: the status block answers; CORE_PC reads the csrr's own PC (the pc of the
+        # instruction in W, where the core takes the answer: its trace record).
+        st_csr = b["status"].core_csr
+        m.d.comb += [st_csr.en.eq(core.csr.en), st_csr.addr.eq(core.csr.addr)]
+        asked_pc = Signal()
+        with m.If(core.csr.en):
+            m.d.sync += asked_pc.eq(core.csr.addr == Reg.CORE_PC)
+        m.d.comb += core.csr.rdata.eq(Mux(asked_pc, core.trace.payload.pc, st_csr.rdata))
         connect(m, core.task_ctl, b["launcher"].core_ctl)
         connect(m, b["launcher"].core_start, core.start)
         # The host's CORE registers: CORE_CTRL (restart), CORE_STATUS, CORE_PC; the GPRs.

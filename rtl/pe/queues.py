@@ -189,7 +189,8 @@ class RxQueues(wiring.Component):
             m.d.comb += rp.addr.eq(c_color)
         with m.If(c_pop):
             m.d.sync += [c_head.eq(lookup(cr.color).head), c_was.eq(cr.color)]
-        got = entries("c", c_head)[0]
+        got = Signal(QueueEntry)
+        m.d.comb += got.eq(entries("c", c_head)[0])
         word = Signal(Wavelet)
         m.d.comb += [word.data.eq(got.data), word.index.eq(got.index), word.ctrl.eq(got.ctrl),
                      word.color.eq(c_was), cr.rdata.eq(word)]
