@@ -88,8 +88,8 @@ def program_job(program, *, pc=0, data=0, index=0, binds=None, inputs=None, gprs
     regs = {r: 0 for r in range(1, 16)} | dict(gprs or {})
     cfg += [(gpr_addr(r), int(v) & 0xFFFFFFFF) for r, v in regs.items()]
     cfg += [(int(a), int(v)) for a, v in writes]
-    start = [(reg_addr(Reg.COUNTER_CTRL), 1),
-             (reg_addr(Reg.TRIGGER), encode_trigger(task, index=index, data=data))]
+    cfg.append((reg_addr(Reg.COUNTER_CTRL), 1))      # counters from here on (inputs next)
+    start = [(reg_addr(Reg.TRIGGER), encode_trigger(task, index=index, data=data))]
     return {"writes": cfg, "start": start, "max_cycles": int(max_cycles),
             "inputs": {str(c): [list(w) for w in ws] for c, ws in (inputs or {}).items()},
             "mem": [[int(a), int(n)] for a, n in mem]}

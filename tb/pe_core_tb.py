@@ -4,7 +4,7 @@ One cocotb test, :func:`run_programs`, plays a list of jobs written by
 :func:`tb.pe_core_run.run_on_pe` (a JSON file named by the ``jobs`` parameter) and writes one
 result per job (``results``). Each job starts from a PE reset: the host loads the program,
 its task table, bindings, GPRs and any other configuration words through the configuration
-port, queues the input wavelets on rx, starts a task with the host trigger, and the bench
+port, starts a task with the host trigger, then offers the input wavelets on rx, and the bench
 runs until the PE is idle (everything the program started has finished), the core has
 stopped (halt or fault), or the cycle budget is spent. It then reads back the GPRs, the core
 and error registers, the counters and the requested SRAM words.
@@ -60,9 +60,10 @@ async def run_job(bench, job):
     """One job (see the module docstring); returns its result dict."""
     await _reset(bench)
     await _configure(bench, [tuple(w) for w in job["writes"]])
+    await _configure(bench, [tuple(w) for w in job["start"]])
+    # The wavelets follow the start (the start task is the first to run, as in the ISS).
     for color, wavelets in job.get("inputs", {}).items():
         bench.send(int(color), [tuple(w) for w in wavelets])
-    await _configure(bench, [tuple(w) for w in job["start"]])
     d = bench.dut
     trace, state = [], {"idle": 0}
 
@@ -89,6 +90,9 @@ async def run_job(bench, job):
         else:
             await ReadOnly()
             sample(bench, tx=True)
+            for hook in bench.hooks:
+                if hook is not sample:
+                    hook(bench)
             await RisingEdge(d.clk)
             bench.cycle += 1
         if state["idle"] >= IDLE_CYCLES:
@@ -114,6 +118,7 @@ async def run_job(bench, job):
         "error": status_words[2], "error_flags": status_words[3], "status": status_words[4],
         "regs": regs, "counters": {c.name: v for c, v in zip(COUNTERS, counters)},
         "trace": trace, "mem": mem, "outputs": outputs, "cycles_run": cycle,
+        "inputs_sent": {str(c): [cyc for _, cyc in sent] for c, sent in bench.rx_sent.items()},
     }
 
 

@@ -142,9 +142,11 @@ class TaskLauncher(wiring.Component):
         k_data = Signal(16, reset_less=True)             # read only in LAUNCH
         k_index = Signal(10, reset_less=True)
         # (The color of a code task that ends in this cycle may go again in this cycle.)
+        # The end of a code task also unparks in its own cycle, so that the sources parked
+        # while the core was busy compete with those that arrived since, round-robin.
         busy_colors = Mux(self.core_done, 0, inflight)
         cand = Cat(q.nonempty & bound_any & ~busy_colors, trig_valid,
-                   act_pending & ~blocked) & ~parked
+                   act_pending & ~blocked) & ~Mux(self.core_done, 0, parked)
         # The highest priority present: keep the sources with the high bit if any, then of
         # those the ones with the low bit if any (all priorities 0: every candidate).
         trig_prio = [t_prio[i].bit_select(trig.task[:TKB], 1) for i in range(2)]
@@ -196,16 +198,21 @@ class TaskLauncher(wiring.Component):
         m.d.comb += [cs.payload.pc.eq(entry_of.pc), cs.payload.task.eq(k_task),
                      cs.payload.wavelet.eq(Mux(k_is_local, act_rd.data, k_word.as_value()))]
         k_can_pick = (k_state == _IDLE) | ((k_state == _LAUNCH) & launch.ready & entry.last)
+        # A code task goes to the core only if the core could take it when it was picked:
+        # one picked while the core was busy parks, and competes again (by priority) with
+        # the other parked sources when the core's task ends.
+        k_core_free = Signal()
         with m.If(k_can_pick):
             with m.If(k_pick_any):
-                m.d.sync += [k_src.eq(k_pick), k_last_src.eq(k_pick), k_state.eq(_DECODE)]
+                m.d.sync += [k_src.eq(k_pick), k_last_src.eq(k_pick), k_state.eq(_DECODE),
+                             k_core_free.eq(self.core_start.ready)]
             with m.Else():
                 m.d.sync += k_state.eq(_IDLE)
         with m.If(k_state == _DECODE):
             with m.If(k_task_bad):
                 m.d.comb += k_pop.eq(1)
                 m.d.sync += k_state.eq(_IDLE)
-            with m.Elif(k_blocked | k_unbound | (entry_of.code & ~cs.ready)):
+            with m.Elif(k_blocked | k_unbound | (entry_of.code & ~(cs.ready & k_core_free))):
                 m.d.sync += [parked.bit_select(k_src, 1).eq(1), k_state.eq(_IDLE)]
             with m.Elif(entry_of.code):
                 m.d.comb += [k_pop.eq(1), rep.tasks.eq(1), cs.valid.eq(1)]
