@@ -17,8 +17,8 @@ input (an assembly error names the line and the token; a bad ``--mem``; a progra
 than the SRAM; a backend that is not available).
 
 Backends: ``iss`` runs :class:`golden.iss.ISS` (cycles from its cycle model, the RTL's
-design targets); ``rtl`` (the default, SPEC 4.5) runs :func:`run_core_rtl`, which is not
-connected yet.
+design targets); ``rtl`` (the default, SPEC 4.5) runs :func:`run_core_rtl`: the program on
+one Verilated PE (the first run builds the model, about a minute; later runs reuse it).
 """
 
 import argparse
@@ -130,20 +130,46 @@ def run_core_iss(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
 
 
 def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
-    """Run ``program`` on the RTL core (one PE in Verilator) -- FOR THE LEAD TO FILL IN.
+    """Run ``program`` on the RTL core: one PE in Verilator (:mod:`tb.pe_core_run`).
 
-    Contract (the same as :func:`run_core_iss`): load ``program.words`` at byte address
-    ``program.base`` (0) and its ``.task`` entries (``program.task_words()``) through the
-    PE's configuration port, start the core from reset at PC 0, run until it halts or
-    ``max_cycles`` cycles pass, read back ``mem_ranges`` (``[(START text, byte address,
-    count)]``) and return a :class:`CoreRun` (``cycles`` and ``retired`` from the PE's
-    ``CYCLES`` / ``CORE_RETIRED`` counters; ``pc`` from ``CORE_PC``; a fault from
-    ``CORE_STATUS`` and ``ERROR``, with ``message`` naming the code, the PC and the
-    disassembled instruction).
-    """
-    raise BackendNotConnected(
-        "the RTL backend of `core` is not connected yet (gpt_mapping.core_cli.run_core_rtl "
-        "waits for the RTL control core); use --backend iss")
+    The same contract as :func:`run_core_iss`: the program's words at byte address
+    ``program.base`` (0) and its ``.task`` entries through the PE's configuration port,
+    every register 0, started at PC 0 by the host trigger (r1 = r2 = r3 = 0), run until the
+    PE is idle or ``max_cycles`` cycles pass; ``cycles`` is the core's CORE_ACTIVE counter
+    (cycles a task was running), ``retired`` its CORE_RETIRED, ``pc`` CORE_PC, a fault the
+    ERROR register's code."""
+    if sram_words != SRAM_WORDS:
+        raise ValueError(f"the RTL backend runs the default PE ({SRAM_WORDS} SRAM words), "
+                         f"not {sram_words}")
+    from tb.pe_core_run import program_job, run_on_pe   # brings the Verilator tool chain
+    if program.end > 4 * sram_words:
+        raise ValueError(f"the program ends at byte {program.end:#x}, past the SRAM "
+                         f"({4 * sram_words:#x} bytes)")
+    # A fresh simulator: the SRAM and the registers start at 0, as in the ISS.
+    job = program_job(program, mem=[(start, count) for _, start, count in mem_ranges],
+                      max_cycles=max_cycles)
+    run = run_on_pe([job])[0]
+    image = {program.base + 4 * i: w for i, w in enumerate(program.words)}
+
+    def read_word(address):
+        if not 0 <= address < 4 * sram_words:
+            raise ValueError(address)
+        return image.get(address, 0)
+    where = _where(run.pc, read_word)
+    stop = run.stopped
+    if stop == "halt":
+        message = ""
+    elif stop == "fault":
+        code, info = run.error
+        message = f"fault {getattr(code, 'name', code)} at {where} (info {info})"
+    elif stop == "budget":
+        message = (f"did not halt within {max_cycles} cycles: the core was at {where}"
+                   + (" waiting in twait / recv" if run.core_status["waiting"] else ""))
+    else:
+        message = f"did not halt: the core went idle at {where} with no task to run"
+    mem = {label: run.mem[start] for label, start, _ in mem_ranges}
+    return CoreRun(list(run.regs), stop == "halt", run.counters["CORE_ACTIVE"], run.retired,
+                   run.pc, stop, message, mem)
 
 
 BACKEND_RUNNERS = {"iss": run_core_iss, "rtl": run_core_rtl}

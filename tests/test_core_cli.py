@@ -22,6 +22,7 @@ HALTING = """
 
 def write(tmp_path, name, text):
     path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
@@ -123,11 +124,34 @@ def test_missing_file(tmp_path, capsys):
     assert code == 2 and "none.s: no such file" in capsys.readouterr().err
 
 
-def test_rtl_backend_is_the_default_and_not_connected_yet(tmp_path, capsys):
-    code, report = run_main(tmp_path, HALTING, backend="rtl")
-    assert code == 2 and report is None
-    assert "the RTL backend of `core` is not connected yet" in capsys.readouterr().err
+def test_rtl_is_the_default_backend():
     assert core_cli.build_parser().parse_args(["p.s", "--json", "o.json"]).backend == "rtl"
+
+
+@pytest.mark.rtl
+def test_rtl_and_iss_give_the_same_registers_memory_and_retired_count(tmp_path, capsys):
+    """SPEC 4.5: --backend iss and rtl agree (the cycle counts are each backend's own)."""
+    reports = {}
+    for backend in ("iss", "rtl"):
+        code, reports[backend] = run_main(tmp_path / backend, HALTING, "--mem", "0x8000:2",
+                                          backend=backend)
+        assert code == 0, capsys.readouterr()
+    iss, rtl = reports["iss"], reports["rtl"]
+    assert rtl["regs"] == iss["regs"] and rtl["retired"] == iss["retired"] == 7
+    assert rtl["mem"] == iss["mem"] == {"0x8000": [0x12345FFF, 0x8000]}
+    assert rtl["halted"] is True and rtl["cycles"] > 0
+
+
+@pytest.mark.rtl
+def test_rtl_backend_names_the_pc_of_a_program_that_does_not_halt(tmp_path, capsys):
+    code, report = run_main(tmp_path, "addi r1, r0, 1\nloop: beq r0, r0, loop\n",
+                            "--max-cycles", "300", backend="rtl")
+    err = capsys.readouterr().err
+    assert code == 1 and report["halted"] is False and report["regs"][1] == 1
+    assert "did not halt within 300 cycles" in err and "PC 0x0004 (`beq" in err
+    code, report = run_main(tmp_path, "li r1, 3\nlw r2, 0(r1)\nhalt\n", backend="rtl")
+    err = capsys.readouterr().err
+    assert code == 1 and "fault CORE_MISALIGNED at PC 0x0004 (`lw r2, 0(r1)`)" in err
 
 
 def test_help_says_where_code_is_placed(capsys):
