@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from golden.gemm import compare_to_torch, fabric_gemm  # noqa: E402
 from gpt_mapping.demo import make_gemm_operands  # noqa: E402
+from gpt_mapping import fabric_run  # noqa: E402
 from gpt_mapping.fabric_run import fabric_build, run_gemm_rtl  # noqa: E402
 from gpt_mapping.layout import map_gemm, parse_fabric  # noqa: E402
 from gpt_mapping.perf_model import predict  # noqa: E402
@@ -74,9 +75,13 @@ def main(argv=None):
     parser.add_argument("--shape", default="64,512,64", help="T,K,N")
     parser.add_argument("--sparsity", default="0,0.9", help="fractions of zero weights")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reductions", choices=("code", "list"), default="code",
+                        help="the reduction commands as code tasks of the control core (the "
+                             "mapper's default) or as launch-list tasks (the PE's first form)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    fabric_run.REDUCTIONS_AS_CODE = args.reductions == "code"
     width, height = parse_fabric(args.fabric)
     tokens, features, outputs = (int(v) for v in args.shape.split(","))
     start = time.perf_counter()
