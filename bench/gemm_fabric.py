@@ -36,7 +36,7 @@ def run_one(x16, w16, width, height, progress=True):
     """One GEMM on the fabric; a dict of its figures."""
     mapping = map_gemm(x16, w16, width, height)
     nonzero = nonzero_counts(mapping, w16)
-    estimate = predict(mapping, nonzero)
+    estimate = predict(mapping, nonzero, fabric_run.perf_params())
     start = time.perf_counter()
     with tqdm(total=None, unit="cycle", desc="RTL fabric", disable=not progress,
               leave=False) as bar:

@@ -206,6 +206,13 @@ def _store_final(store, *after):
     return [store, *after]
 
 
+def perf_params():
+    """The :class:`gpt_mapping.perf_model.PerfParams` of the recipe as this module runs it
+    (reduction commands as code tasks or, :data:`REDUCTIONS_AS_CODE` off, launch lists)."""
+    from gpt_mapping.perf_model import PerfParams
+    return PerfParams() if REDUCTIONS_AS_CODE else PerfParams(code_task_latency=0)
+
+
 def _modifier(launch):
     """The :class:`rtl.pe.isa.LaunchModifier` word of a launch (its ``rm`` register)."""
     roles = {"dst": 1, "a": 2, "b": 4}
@@ -661,7 +668,8 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
     if route_hook is not None:
         route_hook(tables)
     streams = [weight_streams(m, w) for m, w in zip(mappings, w16s)]
-    estimates = [predict(m, nonzero_counts(m, w)) for m, w in zip(mappings, w16s)]
+    estimates = [predict(m, nonzero_counts(m, w), perf_params())
+                 for m, w in zip(mappings, w16s)]
 
     job = Job(fw, fh)
     setup = ConfigProgram(fw, fh)
