@@ -740,13 +740,17 @@ def _fault_cases():
          E.DSR_BUSY, 5, setup={"dsr_busy": 1 << 5})
     case("recv of a bound color", lambda p: p.op("recv", rd=5, imm=2, expect=False),
          E.BAD_OPERAND, 2, setup={"recv_bound": 1 << 2})
+    # Operands beyond the encoding (isa.IMM_OPERANDS) make the word not an instruction; the
+    # info byte is the opcode. (BAD_COLOR / BAD_TASK are for operands inside the encoding
+    # but beyond a PE with fewer colors or tasks than the encoding's 24 / 32.)
     case("recv of color 24", lambda p: p.op("recv", rd=5, imm=24, expect=False),
-         E.BAD_COLOR, 24)
+         E.ILLEGAL_INSTRUCTION, isa.Opcode.RECV.value)
     case("send on color 31", lambda p: p.op("sendc", rs1=4, rs2=4, imm=31, expect=False),
-         E.BAD_COLOR, 31)
+         E.ILLEGAL_INSTRUCTION, isa.Opcode.SENDC.value)
     case("tact of task 32", lambda p: p.op("tact", rs1=4, imm=32, expect=False),
-         E.BAD_TASK, 32)
-    case("tblk of task -1", lambda p: p.op("tblk", imm=-1, expect=False), E.BAD_TASK, 0xFF)
+         E.ILLEGAL_INSTRUCTION, isa.Opcode.TACT.value)
+    case("tblk of task -1", lambda p: p.op("tblk", imm=-1, expect=False),
+         E.ILLEGAL_INSTRUCTION, isa.Opcode.TBLK.value)
     case("jal past the SRAM",
          lambda p: (p.op("jal", rd=5, imm=(SRAM_BYTES - p.pc) // 4, value=p.pc + 4),
                     SRAM_BYTES)[1], E.CORE_ADDRESS, 0)

@@ -41,8 +41,8 @@ from rtl.wavelet import Wavelet
 
 __all__ = ["Core", "TaskOp", "TaskControl", "FetchSignature", "MemSignature", "DsrSignature",
            "CsrSignature", "RecvSignature", "ErrorSignature", "GprSignature",
-           "TraceSignature", "Ctl", "ClsBits", "DecodeEntry", "ImmKind", "decode_rom",
-           "zero_masks", "WORD_ADDR_BITS"]
+           "TraceSignature", "Ctl", "ClsBits", "DecodeEntry", "ImmKind", "Decoder",
+           "decode_rom", "zero_masks", "range_checks", "WORD_ADDR_BITS"]
 
 #: Width of a word address of the SRAM (the fetch and mem ports).
 WORD_ADDR_BITS = isa.PC_BITS - 2
@@ -167,15 +167,50 @@ class DecodeEntry(data.Struct):
     rs2_field: Rs2Field
     imm: ImmKind
     zero_sel: 4     #: index into :func:`zero_masks`: the bits of word[25:0] that must be 0
+    range_sel: 2    #: index into :func:`range_checks`: packed operands below a bound
+
+
+def _packing(insn):
+    """How ``insn`` packs operands into its immediate (:data:`rtl.pe.isa.IMM_OPERANDS`):
+    ``(mask, checks)``, the word bits of the immediate outside every packed operand (they
+    must be 0) and ``(lowest bit, width, count)`` of each operand whose count is not a power
+    of two (its field must be below ``count``). ``(0, ())`` for an instruction that packs
+    nothing."""
+    if not insn.imm_operands:
+        return 0, ()
+    imm = data.Layout.cast(isa.FORMATS[insn.fmt])["imm"]
+    used, checks = 0, []
+    for kind in insn.imm_operands:
+        shift, count = isa.IMM_OPERANDS[kind]
+        width = (count - 1).bit_length()
+        used |= ((1 << width) - 1) << shift
+        if count != 1 << width:
+            checks.append((imm.offset + shift, width, count))
+    outside = ((1 << imm.width) - 1) & ~used
+    return outside << imm.offset, tuple(checks)
 
 
 def _zero_mask(insn):
+    """The word bits of ``insn`` that must be 0: its ``zero`` fields and the bits of its
+    immediate that no packed operand uses."""
     layout = data.Layout.cast(isa.FORMATS[insn.fmt])
-    mask = 0
+    mask = _packing(insn)[0]
     for name in insn.zero:
         fld = layout[name]
         mask |= ((1 << fld.width) - 1) << fld.offset
     return mask
+
+
+def range_checks():
+    """The distinct range checks of packed operands (:func:`_packing`), index 0: none. Each
+    is a tuple of ``(lowest bit, width, count)``: the word is an instruction only if every
+    such field is below its count."""
+    checks = [()]
+    for insn in INSNS:
+        if _packing(insn)[1] not in checks:
+            checks.append(_packing(insn)[1])
+    assert len(checks) <= 4
+    return checks
 
 
 def zero_masks():
@@ -195,7 +230,7 @@ def _entry(insn=None, tensor=False):
         return dict(ctl=dict(cls={"tensor": 1}, alu=AluOp.ADD, branch=BranchOp.EQ, use_imm=1,
                              link=0, late=0),
                     writes_rd=0, use_rs1=1, use_rs2=1, rs1_t=1, rs2_field=Rs2Field.T,
-                    imm=ImmKind.ZERO, zero_sel=0)
+                    imm=ImmKind.ZERO, zero_sel=0, range_sel=0)
     cls = insn.cls
     ops = insn.operand_list
     ctl = dict(cls={cls.name.lower(): 1}, alu=insn.alu or AluOp.ADD,
@@ -205,7 +240,8 @@ def _entry(insn=None, tensor=False):
     entry = dict(writes_rd=int(insn.writes_rd), use_rs1=int("rs1" in ops or "mem" in ops),
                  use_rs2=int("rs2" in ops), rs1_t=0,
                  rs2_field=Rs2Field.S if insn.fmt == Format.S else Rs2Field.R,
-                 zero_sel=zero_masks().index(_zero_mask(insn)))
+                 zero_sel=zero_masks().index(_zero_mask(insn)),
+                 range_sel=range_checks().index(_packing(insn)[1]))
     if cls == Cls.ALU:
         immediate = "imm" in ops
         ctl["use_imm"], entry["imm"] = int(immediate), ImmKind.I if immediate else ImmKind.ZERO
@@ -237,6 +273,37 @@ def decode_rom():
 def _rom_init():
     layout = data.Layout.cast(DecodeEntry)
     return [layout.const(entry).as_bits() for entry in decode_rom()]
+
+
+class Decoder(wiring.Component):
+    """The D stage's decoder: the ROM entry of ``word`` (its major opcode) and whether
+    ``word`` is an instruction, which is exactly when :func:`rtl.pe.isa.decode` accepts it:
+    the entry has a class bit, no must-be-zero bit is set (:func:`zero_masks`: the table's
+    ``zero`` fields and the immediate bits outside its packed operands) and every packed
+    operand whose count is not a power of two is below it (:func:`range_checks`)."""
+
+    word: In(32)
+    entry: Out(DecodeEntry)
+    legal: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rom = rom = memory.Memory(
+            shape=data.Layout.cast(DecodeEntry).size, depth=64, init=_rom_init())
+        rom_r = rom.read_port(domain="comb")
+        m.submodules.zero_masks = zrom = memory.Memory(shape=26, depth=16, init=zero_masks())
+        zrom_r = zrom.read_port(domain="comb")
+        word, entry = self.word, self.entry
+        m.d.comb += [rom_r.addr.eq(word[26:32]), entry.eq(rom_r.data),
+                     zrom_r.addr.eq(entry.zero_sel)]
+        out_of_range = Const(0, 1)
+        for index, checks in enumerate(range_checks()):
+            for lo, width, count in checks:
+                out_of_range = out_of_range | ((entry.range_sel == index)
+                                               & (word[lo:lo + width] >= count))
+        m.d.comb += self.legal.eq((entry.ctl.as_value() != 0)
+                                  & ((word[:26] & zrom_r.data) == 0) & ~out_of_range)
+        return m
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -425,11 +492,7 @@ class Core(wiring.Component):
         rf_w2 = rf.write_port()     # the task start's r2
         rf_w3 = rf.write_port()     # the task start's r3
 
-        m.submodules.decoder = rom = memory.Memory(
-            shape=data.Layout.cast(DecodeEntry).size, depth=64, init=_rom_init())
-        rom_r = rom.read_port(domain="comb")
-        m.submodules.zero_masks = zrom = memory.Memory(shape=26, depth=16, init=zero_masks())
-        zrom_r = zrom.read_port(domain="comb")
+        m.submodules.decoder = decoder = Decoder()
 
         # --- pipeline valid bits (reset) and records (reset-less) -------------------------
         f1_valid = Signal()
@@ -625,9 +688,9 @@ class Core(wiring.Component):
                       Mux(xc.store, x_b, 0))
 
         # ================================= D =============================================
-        entry = data.View(DecodeEntry, rom_r.data)
         dw = d.word
-        m.d.comb += [rom_r.addr.eq(dw[26:32]), zrom_r.addr.eq(entry.zero_sel)]
+        m.d.comb += decoder.word.eq(dw)
+        entry = decoder.entry
         rs1_field = Mux(entry.rs1_t, dw[4:8], dw[18:22])
         rs2_field = Mux(entry.rs2_field == Rs2Field.R, dw[14:18],
                         Mux(entry.rs2_field == Rs2Field.S, dw[22:26], dw[:4]))
@@ -646,7 +709,7 @@ class Core(wiring.Component):
               Mux(kind == ImmKind.BRANCH, d.pc + (s18 << 2),
               Mux(kind == ImmKind.JUMP, d.pc + (dw[:22].as_signed() << 2), 0))))
         d_imm = _sig(m, imm, "d_imm", 32, when=d_valid, idle=x.imm)
-        legal = (entry.ctl.as_value() != 0) & ((dw[:26] & zrom_r.data) == 0)
+        legal = decoder.legal
         fault = Mux(d.ffault == _FF_ADDRESS, E.CORE_ADDRESS,
                 Mux(d.ffault == _FF_MISALIGNED, E.CORE_MISALIGNED,
                     Mux(legal, E.NONE, E.ILLEGAL_INSTRUCTION)))
