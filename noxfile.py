@@ -5,6 +5,7 @@
     nox -s regression  the cocotb benches alone
     nox -s sim         a mapped GEMM on the simulated fabric, with its report
     nox -s gpt         a mapped GPT layer on the simulated fabric, with its report
+    nox -s lockstep    10,000 random programs on the RTL core in lockstep with the ISS
 """
 
 import os
@@ -64,3 +65,12 @@ def gpt(session):
     """Run a mapped GPT block on the RTL fabric, dense and sparse, with its report."""
     _install(session)
     session.run("python", "-m", "gpt_mapping.demo", "gpt", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lockstep(session):
+    """10,000 constrained-random programs on the RTL core (in the PE) in lockstep with the
+    ISS (tests/test_pe_core.py runs 500 of them); figures in docs/core.md."""
+    _install(session)
+    session.run("python", "bench/core_lockstep.py", "--count", "10000", "--jobs", _workers(),
+                *session.posargs)

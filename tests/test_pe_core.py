@@ -7,6 +7,10 @@ of the default PE; each test looks at its own jobs' results.
 """
 
 import functools
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,12 @@ from tb.core_cases import CASES
 from tb.pe_core_run import program_job, run_on_pe
 
 pytestmark = pytest.mark.rtl
+
+# bench/core_lockstep.py, importable as a module (the bench is also a script).
+_spec = importlib.util.spec_from_file_location(
+    "bench_core_lockstep", Path(__file__).resolve().parent.parent / "bench" / "core_lockstep.py")
+sys.modules["bench_core_lockstep"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sys.modules["bench_core_lockstep"])
 
 #: SRAM the directed cases use (code, the tensor and the scalar data areas, the last word):
 #: cleared before every job, since the SRAM keeps its contents across a PE reset.
@@ -195,3 +205,48 @@ def test_core_waits_for_banks_the_datapath_uses():
     assert run.counters["STALL_CORE_BANK"] > 0
     assert run.mem[0x8000] == [(0x4000 + 2 * i) | (0x4000 + 2 * i + 1) << 16
                                for i in range(32)]
+
+
+# --- lockstep with the ISS -------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_directed_case_in_lockstep_with_the_iss(case):
+    """The same program on the ISS: the same retire trace, record for record, and the same
+    registers and wavelets sent."""
+    from tb.lockstep import first_difference, iss_run
+    run = _runs()[0][case.name]
+    iss, _ = iss_run(assemble(case.source), binds=case.binds, inputs=case.inputs)
+    difference = first_difference([r[1:] for r in run.trace], iss.trace)
+    assert difference is None, f"{case.name}: {difference}"
+    assert run.regs == iss.regs
+
+
+#: Random programs in lockstep in the regression (``nox -s lockstep`` runs 10,000).
+LOCKSTEP_PROGRAMS = int(os.environ.get("WSE_LOCKSTEP_PROGRAMS", "500"))
+
+
+def test_random_programs_in_lockstep_with_the_iss():
+    from bench_core_lockstep import run_lockstep
+    count, retired, mismatches = run_lockstep(range(LOCKSTEP_PROGRAMS), batch=250)
+    assert not mismatches, f"{len(mismatches)} of {count} programs differ; first:\n" \
+                           f"{mismatches[0]}"
+    assert count == LOCKSTEP_PROGRAMS and retired > 100 * count
+
+
+def test_lockstep_checker_names_the_first_difference():
+    """A planted difference (one retired value changed, one record dropped) is reported at
+    its position with the PC, the disassembled instruction and both values."""
+    from tb.lockstep import first_difference
+    run = _runs()[0]["forward_alu"]
+    trace = [r[1:] for r in run.trace]
+    assert first_difference(trace, trace) is None
+    planted = list(trace)
+    i = 5
+    pc, word, rd, value = planted[i]
+    planted[i] = (pc, word, rd, value ^ 0x10)
+    message = first_difference(planted, trace)
+    assert message.startswith(f"retired instruction #{i} differs at PC {pc:#06x}")
+    assert f"RTL: PC {pc:#06x}" in message and f"{value ^ 0x10:#010x}" in message
+    assert f"ISS: PC {pc:#06x}" in message and f"{value:#010x}" in message
+    assert "retired before it" in message
+    assert "the RTL retired" in first_difference(trace[:-1], trace)
