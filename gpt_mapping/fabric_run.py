@@ -222,12 +222,13 @@ def _modifier(launch):
                            clear_a=int(bool(launch.get("clear_a", False))))
 
 
-def code_tasks(tasks, limit):
+def code_tasks(tasks, limit, pe=None):
     """The control-core program of code tasks: ``{label: [launch, ...]}`` (the keyword
     dicts of :func:`_launch`) become ``label: t.<op> dst, a, b, r0, rM`` lines and a
     ``tend``, each distinct launch modifier held in a register from :data:`MODIFIER_REGS`
     on. Returns ``(program, {register: modifier word})``; the program (at byte 0) must end
-    below ``limit`` (the start of the GEMM's data)."""
+    below ``limit`` (the start of the GEMM's data). Every launch's DSR ids are checked
+    against the PE's parameters ``pe`` as a launch entry's are (the encoder's check)."""
     names = {v: k for k, v in DSR_IDS.items()}
     regs = {}
     lines = [f".equ {name}, {ident}" for name, ident in DSR_IDS.items()]
@@ -236,6 +237,7 @@ def code_tasks(tasks, limit):
         for launch in launches:
             if launch.get("s", R.DSR_NONE) not in (R.DSR_NONE, R.DSR_WAVELET):
                 raise ValueError(f"code task {label}: a SCALAR DSR as s is not used here")
+            R.encode_entry(**launch, pe=pe)          # the ids, against the PE's limits
             word = _modifier(launch)
             if word and word not in regs.values():
                 regs[MODIFIER_REGS + len(regs)] = word
@@ -324,7 +326,7 @@ def pe_program(mapping, x, y, place):
     if REDUCTIONS_AS_CODE:
         entries = {ENTRIES["fmac"]: _task(pe, fmac)}
         program, regs = code_tasks({"bad_command": [bad], "partial": partial,
-                                    "final": final}, mapping.pe.data_base)
+                                    "final": final}, mapping.pe.data_base, pe)
         out.append((0, list(program.words)))                 # SRAM words from byte 0
         out += [(R.gpr_addr(r), [word]) for r, word in regs.items()]
         tasks = {TASKS["fmac"]: R.encode_task(ENTRIES["fmac"], pe=pe)}

@@ -69,3 +69,19 @@ def test_tensor_launches_decode_as_tensor():
 def test_bad_parameters_are_named(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         Core(**kwargs)
+
+
+
+def test_a_rejected_core_is_not_an_unused_design(monkeypatch):
+    """A Core that raises on bad parameters is silenced: garbage-collected later, it used
+    to raise Amaranth's "created but never used" warning inside an unrelated test."""
+    made = []
+    original = Core.__new__
+
+    def new(cls, *args, **kwargs):
+        made.append(original(cls, *args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(Core, "__new__", staticmethod(new))
+    with pytest.raises(ValueError, match="banks=3"):
+        Core(banks=3)
+    assert made and made[0]._MustUse__silence

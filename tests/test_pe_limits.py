@@ -112,9 +112,11 @@ def test_gemm_program_ids_are_checked_against_the_pe(monkeypatch):
     m = GemmMapping(tokens=16, features=32, outputs=8, width=2, height=1)
     place = fabric_run.placements([m])[0]
     program = dict(fabric_run.pe_program(m, 0, 0, place[0, 0]))
-    for task, entry in ((fabric_run.TASKS["fmac"], fabric_run.ENTRIES["fmac"]),
-                        (fabric_run.TASKS["final"], fabric_run.ENTRIES["final"])):
-        assert program[R.task_addr(task)] == [R.encode_task(entry)]
+    assert program[R.task_addr(fabric_run.TASKS["fmac"])] == \
+        [R.encode_task(fabric_run.ENTRIES["fmac"])]
+    # The reduction commands are code tasks of the control core, below the GEMM's data.
+    final = R.decode_fields(R.TaskEntry, program[R.task_addr(fabric_run.TASKS["final"])][0])
+    assert final["code"] == 1 and final["pc"] % 4 == 0 and final["pc"] < m.pe.data_base
     assert fabric_run.pe_params(m) == R.PEParams()
     monkeypatch.setitem(fabric_run.DSR_IDS, "null", 44)      # the PE has 44 DSRs
     with pytest.raises(ValueError,

@@ -405,6 +405,15 @@ class Core(wiring.Component):
     """
 
     def __init__(self, sram_words=12288, banks=8, num_colors=24, num_tasks=32, num_dsrs=44):
+        try:
+            self._check(sram_words, banks, num_colors, num_tasks, num_dsrs)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True      # a rejected core is not an unused design
+            raise
+        self._init(sram_words, banks, num_colors, num_tasks, num_dsrs)
+
+    @staticmethod
+    def _check(sram_words, banks, num_colors, num_tasks, num_dsrs):
         for name, value in (("sram_words", sram_words), ("banks", banks),
                             ("num_colors", num_colors), ("num_tasks", num_tasks),
                             ("num_dsrs", num_dsrs)):
@@ -421,6 +430,8 @@ class Core(wiring.Component):
             raise ValueError(f"num_tasks={num_tasks} is not in 1..{MAX_TASKS}")
         if not 1 <= num_dsrs <= MAX_DSRS:
             raise ValueError(f"num_dsrs={num_dsrs} is not in 1..{MAX_DSRS}")
+
+    def _init(self, sram_words, banks, num_colors, num_tasks, num_dsrs):
         self._sram_words = sram_words
         self._banks = banks
         self._num_colors = num_colors
