@@ -92,10 +92,14 @@ class ConfigDecoder(wiring.Component):
         cfg = self.cfg
         addr = cfg.addr
         sels, backed, rdata = [], [], []
+        rd_sel = Signal(range(len(self._map) + 1))
+        # The regions' selects are evaluated only in a cycle with an access (``sel`` means
+        # nothing without ``we`` or ``re``; rtl.pe.util.sig).
+        access = cfg.we | cfg.re
         for r in self._map:
             port = getattr(self, r.region.name.lower())
             sel, item, word = decode_region(addr, r)
-            sel = sig(m, sel, f"{r.region.name.lower()}_sel", 1)
+            sel = sig(m, sel, f"{r.region.name.lower()}_sel", 1, when=access, idle=rd_sel[0])
             m.d.comb += [port.sel.eq(sel), port.index.eq(item), port.we.eq(cfg.we & sel),
                          port.re.eq(cfg.re & sel), port.wdata.eq(cfg.wdata)]
             if r.words > 1:
@@ -106,7 +110,6 @@ class ConfigDecoder(wiring.Component):
             rdata.append(port.rdata)
 
         # Reads: the region of the last read selects its block's answer (0: none).
-        rd_sel = Signal(range(len(self._map) + 1))
         which = Const(0, rd_sel.shape())
         for i, b in reversed(list(enumerate(backed))):
             which = Mux(b, i + 1, which)

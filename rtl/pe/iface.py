@@ -203,7 +203,7 @@ class OutBufferSignature(wiring.Signature):
 class RegionSignature(wiring.Signature):
     """A region of the configuration space (:class:`rtl.pe.regs.Region`), as the decoder
     hands it to the block behind it. ``sel``: the address is in the region (an item id
-    below ``ids``); ``index`` / ``word``: which item and which of its words; ``we`` / ``re``:
+    below ``ids``; meaningful only in a cycle with ``we`` or ``re``); ``index`` / ``word``: which item and which of its words; ``we`` / ``re``:
     the bus strobes, qualified by ``sel``. ``rdata``: the word read, valid in the cycle after
     ``re`` (the block registers it or reads a synchronous memory port), held until the next
     read."""

@@ -137,8 +137,14 @@ class StatusBlock(wiring.Component):
                         terms[value].append(valid & (code == value))
             return Cat(*[Cat(*terms[v]).any() if terms.get(v) else Const(0, 1)
                          for v in range(32)])
-        flags_int = sig(m, flags_of([s for s in sources if not s[3]]), "err_flags_int", 32)
-        flags_now = sig(m, flags_int | flags_of([s for s in sources if s[3]]), "flags_now", 32)
+        # The flags raised this cycle, computed only in a cycle that raises one: both
+        # readers OR them into ``err_flags``, so ``err_flags`` stands for "none" (-166 host
+        # instructions per tile cycle: the one-hot of every block's error code).
+        int_sources = [s for s in sources if not s[3]]
+        flags_int = sig(m, flags_of(int_sources), "err_flags_int", 32,
+                        when=Cat(*[s[0] for s in int_sources]).any(), idle=err_flags)
+        flags_now = sig(m, flags_int | flags_of([s for s in sources if s[3]]), "flags_now", 32,
+                        when=e_valid, idle=err_flags)
         with m.If(e_valid):
             m.d.sync += err_flags.eq(err_flags | flags_now)
             with m.If(err_code == 0):
@@ -197,6 +203,9 @@ class StatusBlock(wiring.Component):
             status.rx_pending.eq(q.pending), status.tx_pending.eq(dp.tx_pending),
             status.core_running.eq(core.running), status.core_halted.eq(core.halted),
         ]
+        # The STATUS word is assembled only for a read of it (host or csrr).
+        status_word = sig(m, status.as_value(), "status_word", 32,
+                          when=hr.re | self.core_csr.en, idle=err_flags)
         error_word = Signal(ErrorWord)
         m.d.comb += [error_word.code.eq(err_code), error_word.info.eq(err_info)]
         # Registers are captured at the read; rdata holds until the next one.
@@ -208,7 +217,7 @@ class StatusBlock(wiring.Component):
                 with m.Case(at(Reg.ID)):
                     m.d.comb += reg_val.eq(p.id_word)     # the IdWord layout (PEParams.id_word)
                 with m.Case(at(Reg.STATUS)):
-                    m.d.comb += reg_val.eq(status)
+                    m.d.comb += reg_val.eq(status_word)
                 with m.Case(at(Reg.ERROR)):
                     m.d.comb += reg_val.eq(error_word)
                 with m.Case(at(Reg.ERROR_FLAGS)):
@@ -230,7 +239,7 @@ class StatusBlock(wiring.Component):
                 with m.Case(Reg.ID):
                     m.d.sync += csr_reg.eq(p.id_word)
                 with m.Case(Reg.STATUS):
-                    m.d.sync += csr_reg.eq(status)
+                    m.d.sync += csr_reg.eq(status_word)
                 with m.Case(Reg.ERROR):
                     m.d.sync += csr_reg.eq(error_word)
                 with m.Case(Reg.ERROR_FLAGS):
