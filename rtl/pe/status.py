@@ -22,7 +22,7 @@ from rtl.pe.iface import (ConfigReport, CoreReport, DatapathReport, EngineReport
 from rtl.pe.isa import PC_BITS
 from rtl.pe.regs import (COUNTER_BASE, PE_REGS_BASE, CfgRegion, CoreStatus, Counter, ErrorCode,
                          ErrorWord, Reg, Status, region)
-from rtl.pe.util import sig
+from rtl.pe.util import packed, sig
 
 __all__ = ["StatusBlock", "ERROR_SOURCES"]
 
@@ -192,20 +192,18 @@ class StatusBlock(wiring.Component):
         q, ln, en, dp, core = (reports[k] for k in ("queues", "launcher", "engine", "datapath",
                                                      "core"))
         busy = Signal()
-        status = Signal(Status)
         m.d.comb += [
             busy.eq(en.threads_active.any() | en.launching | ln.active | ln.trigger_pending
                     | q.pending | dp.pipeline_busy | dp.tx_pending | core.running),
             self.busy.eq(busy),
-            status.busy.eq(busy), status.error.eq(self.error),
-            status.launcher_busy.eq(ln.active), status.trigger_pending.eq(ln.trigger_pending),
-            status.threads_active.eq(en.threads_active),
-            status.rx_pending.eq(q.pending), status.tx_pending.eq(dp.tx_pending),
-            status.core_running.eq(core.running), status.core_halted.eq(core.halted),
         ]
-        # The STATUS word is assembled only for a read of it (host or csrr).
-        status_word = sig(m, status.as_value(), "status_word", 32,
-                          when=hr.re | self.core_csr.en, idle=err_flags)
+        # The STATUS word, assembled only for a read of it (host or csrr).
+        status_word = sig(m, packed(
+            Status, busy=busy, error=self.error, launcher_busy=ln.active,
+            trigger_pending=ln.trigger_pending, threads_active=en.threads_active,
+            rx_pending=q.pending, tx_pending=dp.tx_pending, core_running=core.running,
+            core_halted=core.halted), "status_word", 32,
+            when=hr.re | self.core_csr.en, idle=err_flags)
         error_word = Signal(ErrorWord)
         m.d.comb += [error_word.code.eq(err_code), error_word.info.eq(err_info)]
         # Registers are captured at the read; rdata holds until the next one.

@@ -6,12 +6,14 @@ the shapes that Verilator's model evaluates cheaply (a multiplexer against a reg
 value read only under a condition, a halving tree for a lowest set bit).
 """
 
-from amaranth import Array, Cat, Const, Mux, Signal
+from amaranth import Array, Cat, Const, Mux, Shape, Signal, Value
+from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
 from rtl.pe.regs import Kind
 
-__all__ = ["KIND", "sig", "kind_is", "umin", "lowest", "round_robin", "lane_mask"]
+__all__ = ["KIND", "sig", "kind_is", "umin", "lowest", "round_robin", "lane_mask",
+           "packed"]
 
 #: Raw values of the :class:`rtl.pe.regs.Kind` members, by name.
 KIND = {k.name: k.value for k in Kind}
@@ -75,3 +77,24 @@ def lane_mask(n, offset, width):
     """``((1 << n) - 1) << offset`` limited to ``width`` bits, for n in 0..4."""
     ones = Array([Const((1 << i) - 1, 4) for i in range(5)])[n]
     return (ones << offset)[:width]
+
+
+def packed(layout, **values):
+    """The value of a ``layout`` (an ``amaranth.lib.data`` layout or struct) whose fields are
+    ``values`` (the others zero), as an expression rather than a signal: a signal of the
+    layout is assembled every cycle, an expression only where it is used."""
+    layout = data.Layout.cast(layout)
+    unknown = set(values) - {name for name, _ in layout}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)} are not fields of {layout!r}")
+    parts, at = [], 0
+    for name, field in sorted(layout, key=lambda item: item[1].offset):
+        width = Shape.cast(field.shape).width
+        if field.offset > at:
+            parts.append(Const(0, field.offset - at))
+        parts.append(Value.cast(values[name])[:width] if name in values else Const(0, width))
+        at = field.offset + width
+    if layout.size > at:
+        parts.append(Const(0, layout.size - at))
+    return Cat(*parts)
+
