@@ -710,7 +710,7 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
         cols = streams[i] + [np.zeros(0, dtype=np.uint32)] * (fw - W)
         shown_steps.append((job.run(cols, budget=run_budget, watchdog=watchdog,
                                     name=f"gemm {i}", expect_cycles=expect),
-                            f"{head}run" if one else f"gemm {i}", "run"))
+                            f"{head}run", "run"))
         readback = ConfigProgram(fw, fh)
         read_step = job.configure(readback, name=f"gemm {i} readback")
         shown_steps.append((read_step, f"{head}readback", "readback"))

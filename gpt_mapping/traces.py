@@ -20,9 +20,9 @@ Tracks of a PE (process ``PE (x, y)``):
     launch can reach a thread slot, so the rule is exact). Tasks whose spans overlap (the
     next weight's FMAC starts while this one's still runs) go on ``tasks #2``, ``#3``...
 ``core``
-    Code tasks, from the cycle the launcher handed them to the core to their ``tend`` (or
-    to the retirement of their last instruction when the core stopped: ``halt``, a fault);
-    ``args.retired``: the instructions they retired.
+    Code tasks, from the cycle the launcher handed them to the core to the retirement of
+    their ``tend`` (or of their last instruction when the core stopped: ``halt``, a fault;
+    never past the next code task's start); ``args.retired``: the instructions they retired.
 ``thread t``
     Micro-thread slot t: each operation from the cycle it holds the slot to its retirement,
     named by its op (``FMAC``), with the task that launched it in ``args``.
@@ -48,6 +48,9 @@ __all__ = ["decode_debug", "add_pe", "add_instructions", "FabricTrace", "PEActiv
 LAUNCH_LATENCY = 2
 #: The debug port is registered: the value recorded in cycle n tells about cycle n - 1.
 REGISTER_DELAY = 1
+#: A code task's ``tend`` ends it in the core's M stage and retires one cycle later (W): its
+#: span ends after that retirement.
+TEND_RETIRES = 2
 
 _FIELDS = layout_fields(PEDebug)
 
@@ -102,7 +105,7 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
     f = decode_debug(values)
     names = task_names or {}
     end = int(cycles[-1]) + 1 if end is None else int(end)
-    list_tasks, code_task, pending, live = [], None, {}, {}
+    list_tasks, code_task, ending, pending, live = [], None, None, {}, {}
     prev_threads, prev_error, prev_running = 0, 0, 0
     first_list = 0                   # list_tasks before this index cannot own a new launch
 
@@ -115,6 +118,10 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
             code_task["end"] = max(cycle, code_task["_last"] + 1)
             code_task = None
 
+    def retire(task, cycle):
+        task["retired"] += 1
+        task["_last"] = cycle
+
     for i, c in enumerate(cycles.tolist()):
         if f["start.valid"][i]:
             task = {"task": int(f["start.task"][i]), "code": bool(f["start.code"][i]),
@@ -123,6 +130,8 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
             act.tasks.append(task)
             if task["code"]:
                 close_code(c)              # (the core takes one code task at a time)
+                if ending is not None:
+                    ending["end"] = min(ending["end"], c)
                 code_task = task
             else:
                 list_tasks.append(task)
@@ -163,12 +172,17 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
             prev_threads = threads
         if f["retired"][i]:
             act.retired += 1
-            if code_task is not None:
-                code_task["retired"] += 1
-                code_task["_last"] = c
+            if ending is not None and c < ending["_retires_by"]:
+                retire(ending, c)          # its tend, one stage after the end (M to W)
+            elif code_task is not None:
+                retire(code_task, c)
             tl.counter(pid, "retired instructions", c + offset, retired=act.retired)
         if f["core_done"][i]:
-            close_code(c + 1)
+            # tend ends the task in M (this cycle) and retires in W (the next one).
+            ending = code_task
+            close_code(c + TEND_RETIRES)
+            if ending is not None:
+                ending["_retires_by"] = c + TEND_RETIRES
         running = int(f["core_running"][i])
         if prev_running and not running:
             close_code(c)
@@ -215,8 +229,8 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
                  task_id=owner["task"] if owner else None,
                  launched_by="core" if op["core"] else "launcher")
     for task in act.tasks:
-        task.pop("_ops")
-        task.pop("_last")
+        for key in ("_ops", "_last", "_retires_by"):
+            task.pop(key, None)
     for op in act.operations:
         op["task"] = op["task"]["task"] if op["task"] else None
     act.first, act.last = int(cycles[0]), int(cycles[-1])
@@ -263,6 +277,9 @@ class FabricTrace:
 
     def __init__(self, title="fabric"):
         self.timeline = Timeline(title)
+        self.timeline.metadata["cycles"] = (
+            "clock cycles of the fabric simulation from its start; a later simulation (the "
+            "next GEMM of a gpt block) starts where the previous one ended")
         self.offset = 0
         self.jobs = []
         self._host = self.timeline.process("host", sort_index=0)
@@ -302,7 +319,7 @@ class FabricTrace:
             if index in result.runs:
                 run = result.runs[index]
                 origin = result.origins[index]
-                tl.slice(host, measured, f"{prefix}{name}: {run.cycles} cycles",
+                tl.slice(host, measured, f"{prefix}{name} ({run.cycles} cycles measured)",
                          origin + off, origin + run.cycles + off, cycles=int(run.cycles),
                          **(args or {}))
                 job["gemms"].append({"name": f"{prefix}{name}", "begin": origin + off,
