@@ -14,11 +14,12 @@ Tracks of a PE (process ``PE (x, y)``):
 
 ``tasks``
     Launch-list tasks, from the cycle the launcher took the activation to the cycle the
-    last micro-thread of the launches it made for that task retired (a task that launched
-    nothing: one cycle). Launches of the launcher belong to the latest launch-list task
-    that started at least :data:`LAUNCH_LATENCY` cycles before them (the earliest its first
-    launch can reach a thread slot, so the rule is exact). Tasks whose spans overlap (the
-    next weight's FMAC starts while this one's still runs) go on ``tasks #2``, ``#3``...
+    last micro-thread of the launches it made for that task retired, or to the start of the
+    next launch-list task if that comes first (the launcher moves on while the operations
+    run: ``args.finished`` is the cycle the last one retired; a task that launched nothing
+    lasts one cycle). Launches of the launcher belong to the latest launch-list task that
+    started at least :data:`LAUNCH_LATENCY` cycles before them (the earliest its first
+    launch can reach a thread slot, so the rule is exact).
 ``core``
     Code tasks, from the cycle the launcher handed them to the core to the retirement of
     their ``tend`` (or of their last instruction when the core stopped: ``halt``, a fault;
@@ -66,7 +67,7 @@ class PEActivity:
     """What :func:`add_pe` found in one PE's records (for reports and tests).
 
     ``tasks``: ``[{"task", "code", "begin", "end", "operations", "retired"}]`` in start
-    order; ``operations``: ``[{"slot", "op", "core", "task", "begin", "end"}]``;
+    order (launch-list tasks also ``finished``); ``operations``: ``[{"slot", "op", "core", "task", "begin", "end"}]``;
     ``max_threads``: the most slots held at once; ``retired``: instructions retired;
     ``errors``: cycles the error bit rose; ``first`` / ``last``: the cycles of the first
     and last event (None without events).
@@ -199,13 +200,13 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
             op["begin"] = op["launch"] + 1
         if op["end"] is None:
             op["end"] = end
-    for task in act.tasks:
-        if not task["code"]:
-            ends = [op["end"] for op in task["_ops"]]
-            task["end"] = max(ends) if ends else task["begin"] + 1
+    for task, after in zip(list_tasks, list_tasks[1:] + [None]):
+        ends = [op["end"] for op in task["_ops"]]
+        task["finished"] = max(ends) if ends else task["begin"] + 1
+        task["end"] = task["finished"] if after is None else min(task["finished"],
+                                                                 after["begin"])
 
-    # Slices: launch-list tasks on as many lanes as their overlap needs, code tasks, threads.
-    lanes = []
+    # Slices: launch-list tasks, code tasks, operations.
     for task in act.tasks:
         args = {"task": task["task"], "operations": task["operations"]}
         if task["code"]:
@@ -213,14 +214,10 @@ def add_pe(tl, pid, cycles, values, *, end=None, task_names=None, offset=0):
             tl.slice(pid, tl.thread(pid, "core", 20), task_name(task), task["begin"] + offset,
                      task["end"] + offset, kind="code task", **args)
             continue
-        lane = next((k for k, free in enumerate(lanes) if free <= task["begin"]), len(lanes))
-        if lane == len(lanes):
-            lanes.append(0)
-        lanes[lane] = task["end"]
-        track = "tasks" if lane == 0 else f"tasks #{lane + 1}"
-        tl.slice(pid, tl.thread(pid, track, 10 + lane), task_name(task),
-                 task["begin"] + offset, task["end"] + offset, kind="launch-list task",
-                 ops=" ".join(op["op"] for op in task["_ops"]), **args)
+        tl.slice(pid, tl.thread(pid, "tasks", 10), task_name(task), task["begin"] + offset,
+                 task["end"] + offset, kind="launch-list task",
+                 ops=" ".join(op["op"] for op in task["_ops"]),
+                 finished=task["finished"] + offset, **args)
     for op in sorted(act.operations, key=lambda o: (o["slot"], o["begin"])):
         owner = op["task"]
         tl.slice(pid, tl.thread(pid, f"thread {op['slot']}", 30 + op["slot"]), op["op"],

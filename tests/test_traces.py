@@ -46,7 +46,8 @@ def test_debug_words_decode_field_by_field():
 
 def test_tasks_threads_and_the_core_from_records():
     """Two launch-list tasks whose operations overlap, a code task with a launch and three
-    retired instructions, an error: the tracks and the attribution of every launch."""
+    retired instructions, an error: the tracks and the attribution of every launch (a task
+    ends at the next one's start or when its operations are done)."""
     L = LAUNCH_LATENCY
     recs = [
         (10, word(start_valid=1, start_task=0)),                            # list task A
@@ -74,17 +75,18 @@ def test_tasks_threads_and_the_core_from_records():
     act = add_pe(tl, pid, [c for c, _ in recs], [v for _, v in recs],
                  task_names={0: "fmac", 3: "partial sum"})
     assert [(t["task"], t["code"], t["begin"], t["end"], t["operations"], t["retired"])
-            for t in act.tasks] == [(0, False, 10, 26, 2, 0), (0, False, 13, 30, 1, 0),
+            for t in act.tasks] == [(0, False, 10, 13, 2, 0), (0, False, 13, 30, 1, 0),
                                     (3, True, 21, 26, 1, 3)]
+    assert [t.get("finished") for t in act.tasks] == [26, 30, None]
     assert [(o["slot"], o["op"], o["task"], o["begin"], o["end"]) for o in act.operations] == [
         (0, "FMAC", 0, 13, 20), (1, "FMAC", 0, 15, 26), (2, "FMOV", 0, 17, 30),
         (0, "FADD", 3, 24, 33)]
     assert act.max_threads == 3 and act.retired == 3 and act.errors == [30]
     got = slices(tl, pid)
-    assert ("tasks", "fmac", 10, 26, {"kind": "launch-list task", "ops": "FMAC FMAC",
-                                      "task": 0, "operations": 2}) in got
-    assert ("tasks #2", "fmac", 13, 30, {"kind": "launch-list task", "ops": "FMOV",
-                                         "task": 0, "operations": 1}) in got
+    assert ("tasks", "fmac", 10, 13, {"kind": "launch-list task", "ops": "FMAC FMAC",
+                                      "finished": 26, "task": 0, "operations": 2}) in got
+    assert ("tasks", "fmac", 13, 30, {"kind": "launch-list task", "ops": "FMOV",
+                                      "finished": 30, "task": 0, "operations": 1}) in got
     assert ("core", "partial sum", 21, 26, {"kind": "code task", "task": 3,
                                             "operations": 1, "retired": 3}) in got
     assert ("thread 0", "FADD", 24, 33, {"task": "partial sum", "task_id": 3,
@@ -93,6 +95,15 @@ def test_tasks_threads_and_the_core_from_records():
     assert ("retired instructions", 25, {"retired": 3}) in counters
     assert max(a["active"] for n, _, a in counters if n == "micro-threads") == 3
     assert [(e["name"], e["ts"]) for e in tl.events if e["ph"] == "i"] == [("PE error", 30)]
+
+
+def test_the_nesting_check_can_fail():
+    bad = {"traceEvents": [{"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 5, "name": "a"},
+                           {"ph": "X", "pid": 1, "tid": 1, "ts": 3, "dur": 5, "name": "b"}]}
+    with pytest.raises(AssertionError):
+        assert_tracks_nest(bad)
+    bad["traceEvents"][1]["tid"] = 2
+    assert_tracks_nest(bad)
 
 
 def test_offsets_and_a_run_cut_short():
@@ -150,6 +161,27 @@ def _core_trace(tmp_path, backend):
     return json.loads(out.read_text()), json.loads(trace.read_text())
 
 
+def assert_tracks_nest(doc):
+    """What the Perfetto UI needs of complete events: on one track, two slices are disjoint
+    or one holds the other (else the UI draws them wrongly); every event has a time."""
+    tracks = {}
+    for e in doc["traceEvents"]:
+        assert e["ph"] in "XCiM", e
+        if e["ph"] != "M":
+            assert e["ts"] >= 0 and isinstance(e["pid"], int), e
+        if e["ph"] == "X":
+            assert e["dur"] >= 1, e
+            tracks.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
+    for spans in tracks.values():
+        spans.sort(key=lambda s: (s[0], -s[1]))
+        open_ = []
+        for begin, end in spans:
+            while open_ and open_[-1] <= begin:
+                open_.pop()
+            assert not open_ or end <= open_[-1], (begin, end, open_)
+            open_.append(end)
+
+
 def _instructions(doc):
     tracks = {(e["pid"], e["tid"]): e["args"]["name"] for e in doc["traceEvents"]
               if e["name"] == "thread_name"}
@@ -159,6 +191,7 @@ def _instructions(doc):
 
 def test_core_trace_on_the_iss_has_every_retired_instruction(tmp_path):
     report, doc = _core_trace(tmp_path, "iss")
+    assert_tracks_nest(doc)
     ins = _instructions(doc)
     assert len(ins) == report["retired"] == 2 + 3 * 5 + 2
     assert "ISS's cycle model" in doc["otherData"]["cycles"]
@@ -176,6 +209,7 @@ def test_core_trace_on_the_iss_has_every_retired_instruction(tmp_path):
 @pytest.mark.rtl
 def test_core_trace_on_the_rtl_has_every_retired_instruction(tmp_path):
     report, doc = _core_trace(tmp_path, "rtl")
+    assert_tracks_nest(doc)
     ins = _instructions(doc)
     assert len(ins) == report["retired"] == 2 + 3 * 5 + 2
     assert [e["name"] for e in ins] == [e["name"] for e in _instructions(
@@ -234,6 +268,7 @@ def test_gemm_trace_matches_the_run(tmp_path, capsys):
     assert np.array_equal(np.load(tmp_path / "Y.npy").view(np.uint16),
                           y_plain.view(np.uint16))
     doc = json.loads(trace.read_text())
+    assert_tracks_nest(doc)
     measured = [e for e in doc["traceEvents"] if e["ph"] == "X" and e["pid"] == 1
                 and "cycles measured" in e["name"]]
     assert len(measured) == 1 and measured[0]["dur"] == report["cycles"]
@@ -246,8 +281,7 @@ def test_gemm_trace_matches_the_run(tmp_path, capsys):
     for y in rows:
         for x in range(m.width):
             sl, cn = pes[f"PE ({x}, {y})"]
-            tasks = sl.get("tasks", []) + [e for k, v in sl.items() if k.startswith("tasks #")
-                                           for e in v]
+            tasks = sl.get("tasks", [])
             code_tasks = sl.get("core", [])
             names = [e["name"] for e in tasks + code_tasks]
             assert names.count("fmac") == int(nnz[x].sum()), (x, y)
@@ -264,6 +298,7 @@ def test_gemm_trace_matches_the_run(tmp_path, capsys):
             assert live and max(live) <= 8 and live[-1] == 0
             for e in [e for v in sl.values() for e in v] + cn:
                 assert begin <= e["ts"] and e["ts"] + e.get("dur", 0) <= end, (x, y, e)
+            assert all(e["ts"] < e["args"]["finished"] <= end for e in tasks)
 
 
 @pytest.mark.rtl
@@ -281,6 +316,7 @@ def test_gpt_trace_lays_the_four_gemms_end_to_end(tmp_path, capsys):
     gemms = [(r["name"], r["fabric_cycles"]) for r in report["operations"]
              if r["where"] == "fabric"]
     doc = json.loads(trace.read_text())
+    assert_tracks_nest(doc)
     host = [e for e in doc["traceEvents"] if e["pid"] == 1 and e["ph"] in "Xi"]
     measured = [e for e in host if e["ph"] == "X" and "cycles measured" in e["name"]]
     assert [(e["name"].split(":")[0], e["dur"]) for e in measured] == gemms
