@@ -42,7 +42,7 @@ With the plusarg ``+wse_tile_trace=FILE`` on the simulator's command line
 the value changed or holds a one-cycle event (:data:`rtl.pe.iface.DEBUG_PULSES`), ``cycle``
 counting the tile's clock calls from 0. The records are written to the file when the
 simulation ends (a ``final`` block) or whenever a tile has buffered
-:data:`TRACE_CHUNK` of them; :func:`read_trace` reads the file back. Without the variable
+:data:`TRACE_CHUNK` of them; :func:`read_trace` reads the file back. Without the plusarg
 the wrapper only counts cycles: an untraced run pays one test per tile per cycle. (A plusarg
 rather than an environment variable: cocotb's runner lets the caller's environment override
 the one it is given, so a stray variable could trace every run.)
