@@ -1,7 +1,7 @@
 """``python -m gpt_mapping core``: assemble a program and run it on one PE's control core.
 
     python -m gpt_mapping core PROG.s [--backend rtl|iss] [--max-cycles N] \\
-        [--mem START:COUNT ...] --json OUT.json
+        [--mem START:COUNT ...] --json OUT.json [--trace TIMELINE.json]
 
 ``PROG.s`` is assembled (:func:`rtl.pe.asm.assemble`) with its code at byte address 0 and
 run from reset (PC 0, every register 0) until ``halt``. Its data may use any SRAM address
@@ -19,6 +19,14 @@ than the SRAM; a backend that is not available).
 Backends: ``iss`` runs :class:`golden.iss.ISS` (cycles from its cycle model, the RTL's
 design targets); ``rtl`` (the default, SPEC 4.5) runs :func:`run_core_rtl`: the program on
 one Verilated PE (the first run builds the model, about a minute; later runs reuse it).
+
+``--trace FILE`` writes the run's timeline as trace-event JSON for the Perfetto UI
+(docs/timeline.md): every retired instruction as a one-cycle slice named by its disassembly
+(``args``: pc, word, rd, value), on the cycle it retired. For ``rtl`` that is the PE's cycle
+(from the configuration of the start, 0) and the PE's tracks come with it (tasks,
+micro-threads, the core's task spans, the retired-instruction counter, from the PE's debug
+port); for ``iss`` it is the ISS's cycle model (its ``cycles``), which the timeline's
+``otherData.cycles`` says. Also written for a program that does not halt.
 """
 
 import argparse
@@ -31,7 +39,7 @@ from golden.iss import ISS, CoreBlocked
 from rtl.pe.asm import AssemblyError, assemble, disassemble, parse_number
 
 __all__ = ["main", "build_parser", "CoreRun", "run_core_iss", "run_core_rtl",
-           "parse_mem_range", "BackendNotConnected", "SRAM_WORDS"]
+           "parse_mem_range", "BackendNotConnected", "SRAM_WORDS", "core_timeline"]
 
 BACKENDS = ("rtl", "iss")
 DEFAULT_MAX_CYCLES = 1_000_000
@@ -51,6 +59,9 @@ class CoreRun:
     halt, the faulting instruction, or where the core was when the run stopped; ``stop``:
     ``"halt"``, ``"budget"``, ``"fault"``, ``"idle"`` or ``"blocked"``; ``message``: why it
     did not halt, naming the PC and the instruction; ``mem``: ``{START text: [words]}``.
+    With ``trace``: ``retires``, ``[(cycle, pc, word, rd, value)]`` per retired
+    instruction, and (rtl) ``dbg``, the PE's debug records ``[(cycle, word)]`` with ``end``
+    the cycle the run stopped at (cycles from the start, 0).
     """
     regs: list
     halted: bool
@@ -60,6 +71,9 @@ class CoreRun:
     stop: str
     message: str = ""
     mem: dict = field(default_factory=dict)
+    retires: list = None
+    dbg: list = None
+    end: int = None
 
     def as_json(self):
         """The SPEC 4.5 report."""
@@ -97,13 +111,26 @@ def _where(pc, read_word):
     return f"PC {pc:#06x} (`{text}`)" if text else f"PC {pc:#06x} (word {word:#010x})"
 
 
-def run_core_iss(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
+def run_core_iss(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS, trace=False):
     """Run ``program`` (a :class:`rtl.pe.asm.Program`) on the ISS from reset at PC 0 for at
     most ``max_cycles`` cycles; ``mem_ranges``: ``[(START text, byte address, count)]`` to
-    read back. Returns a :class:`CoreRun`."""
+    read back. Returns a :class:`CoreRun` (with ``trace``, its ``retires``: each
+    instruction at the cycle the ISS's cycle model retires it in)."""
     iss = ISS(sram_words=sram_words, keep_trace=False)
     iss.load(program)
     iss.start(0)
+    retires = None
+    if trace:
+        retires = []
+        step = iss.step
+
+        def recording_step():
+            """ISS.step, noting each instruction with its cycle (``cycles`` counts the
+            cycles until it left W, so it retired in the last of them)."""
+            record = step()
+            retires.append((iss.cycles - 1, record.pc, record.word, record.rd, record.value))
+            return record
+        iss.step = recording_step            # ISS.run calls self.step()
 
     def read_word(address):
         return iss.read_words(address, 1)[0]
@@ -126,10 +153,10 @@ def run_core_iss(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
         message = f"did not halt: the core would wait forever: {blocked.message}"
     mem = {label: iss.read_words(start, count) for label, start, count in mem_ranges}
     return CoreRun(list(iss.regs), stop == "halt", iss.cycles, iss.retired, pc, stop,
-                   message, mem)
+                   message, mem, retires=retires, end=iss.cycles)
 
 
-def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
+def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS, trace=False):
     """Run ``program`` on the RTL core: one PE in Verilator (:mod:`tb.pe_core_run`).
 
     The same contract as :func:`run_core_iss`: the program's words at byte address
@@ -137,7 +164,8 @@ def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
     every register 0, started at PC 0 by the host trigger (r1 = r2 = r3 = 0), run until the
     PE is idle or ``max_cycles`` cycles pass; ``cycles`` is the core's CORE_ACTIVE counter
     (cycles a task was running), ``retired`` its CORE_RETIRED, ``pc`` CORE_PC, a fault the
-    ERROR register's code."""
+    ERROR register's code. With ``trace``: ``retires`` from the PE's trace port and ``dbg``
+    from its debug port, on the PE's cycles from the configuration of the start."""
     if sram_words != SRAM_WORDS:
         raise ValueError(f"the RTL backend runs the default PE ({SRAM_WORDS} SRAM words), "
                          f"not {sram_words}")
@@ -168,8 +196,35 @@ def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS):
     else:
         message = f"did not halt: the core went idle at {where} with no task to run"
     mem = {label: run.mem[start] for label, start, _ in mem_ranges}
-    return CoreRun(list(run.regs), stop == "halt", run.counters["CORE_ACTIVE"], run.retired,
-                   run.pc, stop, message, mem)
+    out = CoreRun(list(run.regs), stop == "halt", run.counters["CORE_ACTIVE"], run.retired,
+                  run.pc, stop, message, mem)
+    if trace:
+        # The debug port is registered: its value in cycle n is cycle n - 1's.
+        out.retires = [(c - run.origin, *rest) for c, *rest in run.trace]
+        out.dbg = [(c - 1 - run.origin, value) for c, value in run.dbg]
+        out.end = run.end - run.origin
+    return out
+
+
+def core_timeline(run, backend, title):
+    """The :class:`gpt_mapping.timeline.Timeline` of a traced :class:`CoreRun`."""
+    from gpt_mapping.timeline import Timeline
+    from gpt_mapping.traces import add_instructions, add_pe
+    tl = Timeline(title)
+    tl.metadata.update({"backend": backend, "retired": int(run.retired),
+                        "halted": bool(run.halted), "stop": run.stop})
+    if backend == "iss":
+        tl.metadata["cycles"] = ("the ISS's cycle model (golden/iss.py CycleModel): each "
+                                 "instruction at the cycle it retires in")
+        pid = tl.process("core (ISS)")
+    else:
+        tl.metadata["cycles"] = ("the PE's clock cycles, 0 = the cycle the host's start "
+                                 "trigger was configured")
+        pid = tl.process("PE")
+        cycles = [c for c, _ in run.dbg]
+        add_pe(tl, pid, cycles, [v for _, v in run.dbg], end=run.end)
+    add_instructions(tl, pid, run.retires)
+    return tl
 
 
 BACKEND_RUNNERS = {"iss": run_core_iss, "rtl": run_core_rtl}
@@ -193,6 +248,10 @@ def build_parser():
                              "into the JSON; repeatable")
     parser.add_argument("--json", required=True, type=Path, metavar="OUT.json",
                         help="where to write the report")
+    parser.add_argument("--trace", type=Path, metavar="FILE",
+                        help="also write the run's timeline: every retired instruction "
+                             "(trace-event JSON for https://ui.perfetto.dev, "
+                             "docs/timeline.md)")
     return parser
 
 
@@ -211,7 +270,8 @@ def main(argv=None):
         if program.end > 4 * SRAM_WORDS:
             raise ValueError(f"{args.program}: the program image ends at {program.end:#x}, "
                              f"past the SRAM ({4 * SRAM_WORDS:#x} bytes)")
-        run = BACKEND_RUNNERS[args.backend](program, args.max_cycles, mem_ranges)
+        traced = {} if args.trace is None else {"trace": True}
+        run = BACKEND_RUNNERS[args.backend](program, args.max_cycles, mem_ranges, **traced)
     except AssemblyError as exc:
         print(f"error: {args.program}: {exc}", file=sys.stderr)
         return 2
@@ -220,6 +280,10 @@ def main(argv=None):
         return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(run.as_json(), indent=2) + "\n")
+    if args.trace is not None:
+        core_timeline(run, args.backend, f"{args.program.name} on the control core "
+                                         f"({args.backend})").write(args.trace)
+        print(f"timeline -> {args.trace} (open it in https://ui.perfetto.dev)")
     if not run.halted:
         print(f"error: {args.program}: {run.message}", file=sys.stderr)
         return 1

@@ -10,7 +10,9 @@ needs and runs it on the Verilator model of :mod:`rtl.fabric` through the bench 
    entries, the task table and the color binding of the GEMM recipe (docs/fabric.md);
 3. the X slices into the PEs' SRAM, the weight streams (:mod:`gpt_mapping.streams`) into
    the north-edge memories;
-4. after each GEMM: Y from the owner PEs' SRAM, the PE and router counters.
+4. after each GEMM: Y from the owner PEs' SRAM, the PE and router counters;
+5. with ``trace``, a timeline of the run from every PE's debug port
+   (:class:`gpt_mapping.traces.FabricTrace`, docs/timeline.md).
 
 A chain of GEMMs keeps every intermediate result on the fabric: GEMM i + 1 reads its X
 where GEMM i wrote its Y (the mapper places Y exactly like X), so nothing goes back to the
@@ -42,7 +44,7 @@ from tb.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job
 
 __all__ = ["run_gemm_rtl", "run_gemm_chain_rtl", "gemm_routes", "pe_program", "pe_params",
            "placements", "Placement", "FabricSpec", "fabric_build", "DSR_IDS", "TASKS",
-           "ENTRIES"]
+           "ENTRIES", "TASK_NAMES"]
 
 # --- the PE recipe of the GEMM ---------------------------------------------------------------
 
@@ -65,6 +67,9 @@ TASKS = {"fmac": 0, "bad_command": CTRL_BASE,
          "final": CTRL_BASE + ReductionCommand.FINAL_SUM}
 #: Launch-entry ids.
 ENTRIES = {"fmac": 0, "bad": 1, "partial": 2, "final": 5}
+#: The tasks' names on a timeline (``--trace``).
+TASK_NAMES = {TASKS["fmac"]: "fmac", TASKS["bad_command"]: "bad command",
+              TASKS["partial"]: "partial sum", TASKS["final"]: "final sum"}
 #: Priorities: the reduction chain goes before the FMACs of the next outputs.
 PRIO_FMAC, PRIO_REDUCE = 0, 1
 #: The reduction commands (partial sum, final sum, the invalid command) run as code tasks
@@ -615,7 +620,8 @@ def _check_errors(mapping, counters, run, index):
 
 
 def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budget=None,
-                       watchdog=5000, timeout=None, pe_program_hook=None, route_hook=None):
+                       watchdog=5000, timeout=None, pe_program_hook=None, route_hook=None,
+                       trace=None, trace_label=""):
     """Run GEMMs back to back on the RTL fabric, each Y staying on the fabric as the next X.
 
     Parameters
@@ -642,6 +648,14 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
     route_hook : callable, optional
         ``hook(tables)`` may alter the route tables *after* they were checked (fault
         injection in tests: the hardware's own error reporting is then what catches it).
+    trace : FabricTrace or path, optional
+        Record every PE's debug port and add the run to this
+        :class:`gpt_mapping.traces.FabricTrace` (after the GEMMs it already holds), or write
+        the run's timeline to this file (trace-event JSON, docs/timeline.md). Also done for
+        a run the watchdog stopped, before the error is raised. The cycles are the same as
+        untraced.
+    trace_label : str
+        Prefix of this run's step names on the timeline (e.g. the GPT layer).
 
     Returns
     -------
@@ -678,6 +692,8 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
     for x, y, port, color, mask in tables.entries():
         setup.router_write(x, y, route_addr(port, color), mask)
     tickets = []
+    shown_steps = []                 # (step index, name on a timeline, phase)
+    one = len(mappings) == 1
     for i, m in enumerate(mappings):
         # GEMM 0's setup also holds the routes and X; later GEMMs only rewrite the PEs'
         # registers (their X is the previous GEMM's Y, already in place).
@@ -686,15 +702,19 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
         if pe_program_hook is not None:
             hook = (lambda x, y, prog, i=i: pe_program_hook(i, x, y, prog))
         _setup_gemm(program, m, place[i], x16 if i == 0 else None, hook)
-        job.configure(program, name=f"gemm {i} setup")
+        head = "" if one else f"gemm {i} "
+        shown_steps.append((job.configure(program, name=f"gemm {i} setup"), f"{head}load",
+                            "load"))
         expect = estimates[i].cycles
         run_budget = budget or 4 * expect + 20_000
         cols = streams[i] + [np.zeros(0, dtype=np.uint32)] * (fw - W)
-        job.run(cols, budget=run_budget, watchdog=watchdog, name=f"gemm {i}",
-                expect_cycles=expect)
+        shown_steps.append((job.run(cols, budget=run_budget, watchdog=watchdog,
+                                    name=f"gemm {i}", expect_cycles=expect),
+                            f"{head}run", "run"))
         readback = ConfigProgram(fw, fh)
-        tickets.append((job.configure(readback, name=f"gemm {i} readback"),
-                        _readback(readback, m, place[i])))
+        read_step = job.configure(readback, name=f"gemm {i} readback")
+        shown_steps.append((read_step, f"{head}readback", "readback"))
+        tickets.append((read_step, _readback(readback, m, place[i])))
 
     spec = fabric_build(fw, fh)
     total = sum(e.cycles for e in estimates)
@@ -719,7 +739,10 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
         budgets = sum(step["budget"] for step in job.steps if step["kind"] == "run")
         timeout = 300 + budgets / 500
     result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, progress=report, timeout=timeout)
+                     stream_depth=spec.stream_depth, progress=report, timeout=timeout,
+                     trace=trace is not None)
+    if trace is not None:
+        _add_trace(trace, result, shown_steps, trace_label, first, (fw, fh))
     if result.stopped is not None:
         run = result.runs[result.stopped]
         name = job.steps[result.stopped]["name"]
@@ -745,6 +768,19 @@ def run_gemm_chain_rtl(mappings, x16, w16s, progress=None, *, fabric=None, budge
     if progress is not None and shown[0] < total:
         progress.update(total - shown[0])
     return ys, all_counters
+
+
+def _add_trace(trace, result, steps, label, mapping, build):
+    """The run on the timeline ``trace`` (a FabricTrace, or a path to write one to)."""
+    from gpt_mapping.traces import FabricTrace
+    collector = trace
+    if not isinstance(trace, FabricTrace):
+        collector = FabricTrace(f"GEMM on the RTL fabric ({mapping.width} x {mapping.height}"
+                                f" of a {build[0]} x {build[1]} build)")
+    collector.add_job(result, [s for s in steps if s[0] in result.spans], label=label,
+                      task_names=TASK_NAMES, width=mapping.width, height=mapping.height)
+    if collector is not trace:
+        collector.write(trace)
 
 
 def run_gemm_rtl(mapping, x16, w16, progress=None, **options):

@@ -1,7 +1,7 @@
 """``python -m gpt_mapping gemm``: map, run and report one GEMM Y = X W on the fabric.
 
     python -m gpt_mapping gemm --x X.npy --w W.npy --fabric 4x4 --out Y.npy \\
-        --report report.json [--backend golden|rtl]
+        --report report.json [--backend golden|rtl] [--trace TIMELINE.json]
 
 Steps: load and validate X [T, K] and W [K, N] (float16 ``.npy``), map them
 (:func:`gpt_mapping.layout.map_gemm`, which fails with a message naming what does not fit),
@@ -15,6 +15,10 @@ Backends:
   progress) -> (y16, measured_counters)`` runs the Verilator fabric; ``measured_counters``
   is a dict with at least ``cycles`` (and ``fmac_lane_ops`` when the PEs count them);
   ``progress`` is a tqdm bar. Y is checked bit for bit against the golden model.
+
+``--trace FILE`` (rtl only) also writes the run's timeline, a trace-event JSON file for the
+Perfetto UI (docs/timeline.md): the host's phases and, per PE, its tasks, micro-threads and
+control core. The golden backend runs no hardware: ``--trace`` with it is an error.
 """
 
 import argparse
@@ -50,6 +54,9 @@ def build_parser():
     parser.add_argument("--backend", choices=BACKENDS, default="rtl",
                         help="rtl (default): the Verilator fabric; golden: the golden model "
                              "with predicted cycles")
+    parser.add_argument("--trace", type=Path, metavar="FILE",
+                        help="rtl backend: also write the run's timeline (trace-event JSON "
+                             "for https://ui.perfetto.dev, docs/timeline.md)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -63,13 +70,16 @@ def _load(path, name):
         raise MappingError(f"{name}: {path} is not a plain .npy array ({exc})") from None
 
 
-def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, params=None):
+def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, params=None,
+             trace=None):
     """Validate, map and run Y = X W on ``backend``; return ``(y16, report)``.
 
-    The report is a JSON-ready dict (see docs/gemm.md, "The report").
+    The report is a JSON-ready dict (see docs/gemm.md, "The report"). ``trace``: a file for
+    the run's timeline (rtl only; docs/timeline.md).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    check_trace_backend(trace, backend)
     mapping = map_gemm(x16, w16, width, height, pe=pe)
     nonzero = nonzero_counts(mapping, w16)
     estimate = predict(mapping, nonzero, params)
@@ -90,7 +100,8 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
         from gpt_mapping.fabric_run import run_gemm_rtl
         with tqdm(total=None, unit="cycle", desc="RTL fabric", disable=not progress,
                   leave=False) as bar:
-            y16, counters = run_gemm_rtl(mapping, x16, w16, bar)
+            traced = {} if trace is None else {"trace": trace}
+            y16, counters = run_gemm_rtl(mapping, x16, w16, bar, **traced)
         wall = time.perf_counter() - start
         golden = fabric_gemm(x16, w16, width, height)
         cycles, cycles_source = int(counters["cycles"]), "measured"
@@ -132,11 +143,21 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
         "wall_seconds": wall,
         "cycles_per_second": cycles / wall if wall > 0 else None,
     }
+    if trace is not None:
+        report["trace"] = str(trace)
     if backend == "golden":
         report["note"] = ("golden backend: Y from golden.gemm.fabric_gemm (bit_exact_vs_golden "
                           "is true by construction); cycles and utilization are predicted by "
                           "gpt_mapping.perf_model, not measured")
     return y16, report
+
+
+def check_trace_backend(trace, backend):
+    """``--trace`` records the hardware: raise :class:`MappingError` naming a backend that
+    runs none."""
+    if trace is not None and backend != "rtl":
+        raise MappingError(f"--trace needs the rtl backend: the {backend} backend runs no "
+                           f"hardware, so there is no timeline to record")
 
 
 def _jsonable(value):
@@ -159,9 +180,10 @@ def main(argv=None):
         width, height = parse_fabric(args.fabric)
         x16, w16 = _load(args.x, "X"), _load(args.w, "W")
         backend = args.backend
+        check_trace_backend(args.trace, backend)
         print(f"backend: {backend}")
         y16, report = run_gemm(x16, w16, width, height, backend=backend,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, trace=args.trace)
     except MappingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -171,6 +193,8 @@ def main(argv=None):
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     check = report["torch_fp32_check"]
     print(f"Y {tuple(y16.shape)} -> {args.out}; report -> {args.report}")
+    if args.trace is not None:
+        print(f"timeline -> {args.trace} (open it in https://ui.perfetto.dev)")
     print(f"cycles {report['cycles']} ({report['cycles_source']}), FMAC utilization "
           f"{report['fmac_utilization']:.3f}, non-zero weights {report['nonzero_weights']}, "
           f"bit exact vs golden {report['bit_exact_vs_golden']}, max |err| vs torch fp32 "

@@ -443,18 +443,25 @@ class GoldenBackend:
 
 class RtlBackend:
     """The Verilator model of the fabric, through :func:`gpt_mapping.fabric_run.run_gemm_rtl`;
-    cycles, utilization and link counts are the hardware's counters."""
+    cycles, utilization and link counts are the hardware's counters.
+
+    ``trace``: a :class:`gpt_mapping.traces.FabricTrace` that every GEMM is added to, one
+    after the other, named by its layer (``--trace``, docs/timeline.md)."""
     name = "rtl"
     kind = "measured"
+    #: :func:`run_block` passes ``label`` (the layer's name) to :meth:`run`.
+    takes_label = True
 
-    def __init__(self):
+    def __init__(self, trace=None):
         # Imported here: the RTL backend brings the Verilator tool chain with it.
         from .fabric_run import run_gemm_rtl
         self._run = run_gemm_rtl
+        self.trace = trace
 
-    def run(self, mapping, x16, w16, bar):
+    def run(self, mapping, x16, w16, bar, label=""):
         """Y = X W on the Verilator fabric; ``bar`` is the tqdm bar the RTL run drives."""
-        y16, counters = self._run(mapping, x16, w16, bar)
+        traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
+        y16, counters = self._run(mapping, x16, w16, bar, **traced)
         return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
 
 
@@ -767,7 +774,8 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
         spec, layer, mapping = _SPECS[name], mapped.linears[name], mappings[name]
         t0 = time.perf_counter()
         with bars.bar(spec, cfg.tokens, "token") as bar:
-            run = backend.run(mapping, a16, layer.w16, bar)
+            named = {"label": name} if getattr(backend, "takes_label", False) else {}
+            run = backend.run(mapping, a16, layer.w16, bar, **named)
             if bar.total is not None:
                 bar.update(bar.total - bar.n)
         y16 = np.asarray(run.y16, dtype=np.float16)

@@ -3,13 +3,18 @@
     python -m gpt_mapping gpt --n-embd 64 --n-head 4 --n-ctx 16 --batch 2 --fabric 4x4 \\
         [--sparsity 0.9] [--state-dict F [--block-prefix transformer.h.0.]] \\
         [--input X.npy] [--out Y.npy] [--backend rtl|golden] \\
-        --report report.json --plots DIR
+        --report report.json --plots DIR [--trace TIMELINE.json]
 
 Steps: build the block (seeded, or from a nanoGPT-style state dict), prune its linear layers
 to ``--sparsity``, map the four GEMMs onto the fabric (validated before anything runs), run
 the block operation by operation with a progress bar each, check it (bit-exact against the
 golden pipeline or the SPEC 7 loop reference; error against the torch float32 block), print
 the report table and write the JSON report, the output and the plots.
+
+``--trace FILE`` (rtl only) writes the timeline of the block's four fabric GEMMs, one after
+the other (each is its own simulation; the host operations between them take no fabric
+cycles and are marked as instants), as trace-event JSON for the Perfetto UI
+(docs/timeline.md). The golden backend runs no hardware: ``--trace`` with it is an error.
 
 Exit code: 0 ok, 1 a bit-exactness check failed, 2 bad input (the message names it).
 
@@ -64,6 +69,10 @@ def build_parser(prog="python -m gpt_mapping gpt"):
     run_args.add_argument("--out", type=Path, help="write the block output here (.npy float32)")
     run_args.add_argument("--report", type=Path, help="write the JSON report here")
     run_args.add_argument("--plots", type=Path, help="write the PNG pictures in this folder")
+    run_args.add_argument("--trace", type=Path, metavar="FILE",
+                          help="rtl backend: also write the timeline of the fabric GEMMs "
+                               "(trace-event JSON for https://ui.perfetto.dev, "
+                               "docs/timeline.md)")
     run_args.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -103,19 +112,50 @@ def run(args):
         block = init_block(config, args.seed)
         weights = f"seeded (seed {args.seed})"
     x = load_input(args.input, config) if args.input else gpt.random_input(config, args.seed)
-    backend = gpt.select_backend(args.backend)
+    trace = getattr(args, "trace", None)
+    collector = None
+    if trace is not None:
+        if args.backend != "rtl":
+            raise ValueError(f"--trace needs the rtl backend: the {args.backend} backend "
+                             f"runs no hardware, so there is no timeline to record")
+        from .traces import FabricTrace
+        collector = FabricTrace(f"GPT block (n_embd {config.n_embd}, n_head "
+                                f"{config.n_head}, {config.tokens} tokens) on the "
+                                f"{fabric[0]} x {fabric[1]} RTL fabric")
+        backend = gpt.RtlBackend(trace=collector)
+    else:
+        backend = gpt.select_backend(args.backend)
     print(f"GPT block: weights {weights}; input "
           f"{args.input or f'seeded (seed {args.seed})'}; backend {backend.name}",
           flush=True)
 
     block_run, _ = gpt.run_gpt(block, x, fabric, backend, args.sparsity,
                                progress=not args.no_progress)
+    if collector is not None:
+        _mark_host_operations(collector, block_run)
+        collector.write(trace)
+        print(f"timeline -> {trace} (open it in https://ui.perfetto.dev)")
     dense = gpt.predict_block_cycles(block, fabric) if args.sparsity > 0 else None
     pictures = plots.plot_run(block_run, args.plots) if args.plots else []
     rep = report.build_report(block_run, dense=dense, plots=pictures)
     rep["weights"] = weights
     rep["input"] = str(args.input) if args.input else f"seeded (seed {args.seed})"
     return rep, block_run
+
+
+def _mark_host_operations(collector, block_run):
+    """The host operations on the timeline: instants where they run, between the GEMMs
+    (they take no fabric cycles; ``args.seconds`` is their time on the host)."""
+    tl = collector.timeline
+    host = tl.process("host", sort_index=0)
+    track = tl.thread(host, "host operations", 3)
+    ends = {job["label"]: job["end"] for job in collector.jobs}
+    at = 0
+    for rec in block_run.ops:
+        if rec.where == "fabric":
+            at = ends.get(rec.name, at)
+            continue
+        tl.instant(host, track, rec.name, at, seconds=round(rec.seconds, 6))
 
 
 def main(argv=None):

@@ -28,10 +28,16 @@ class Timeline:
     ----------
     title : str
         Written to ``otherData.title`` (shown by the Perfetto UI's "info" page).
+
+    Attributes
+    ----------
+    metadata : dict
+        More ``otherData`` entries (what the cycles are, where the run came from).
     """
 
     def __init__(self, title=""):
         self.title = str(title)
+        self.metadata = {}
         self._events = []
         self._processes = {}
         self._threads = {}
@@ -98,7 +104,8 @@ class Timeline:
     def as_dict(self):
         """The JSON object of the trace."""
         return {"traceEvents": list(self._events), "displayTimeUnit": "ns",
-                "otherData": {"title": self.title, "time_unit": "1 us = 1 clock cycle"}}
+                "otherData": {**_plain(self.metadata), "title": self.title,
+                              "time_unit": "1 us = 1 clock cycle"}}
 
     def write(self, path):
         """Write the trace to ``path`` (folders created); returns the path."""

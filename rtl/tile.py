@@ -32,6 +32,7 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from rtl.link import CFG_ADDR_BITS, LinkSignature, TileRegion, link_accepts
+from rtl.pe.iface import PEDebug
 from rtl.pe.pe import PE
 from rtl.pe.regs import PE_REGS_BASE
 from rtl.router import ROUTER_ADDR_BITS, Port, Router, link_name
@@ -86,6 +87,7 @@ def tile_signature():
         "pe_busy": Out(1),
         "pe_error": Out(1),
         "ramp_active": Out(1),
+        "pe_dbg": Out(PEDebug),
     })
     return wiring.Signature(members)
 
@@ -115,6 +117,10 @@ class Tile(wiring.Component):
         The PE's ``busy`` and sticky ``error`` outputs.
     ramp_active : ``Out(1)``
         A wavelet crossed the RAMP (either direction) this cycle: the fabric's progress signal.
+    pe_dbg : ``Out(PEDebug)``
+        The PE's debug port (:class:`rtl.pe.iface.PEDebug`, registered in the PE), for
+        timelines; the fabric top leaves it unconnected, the simulation's tile model records
+        it (``tb/tile_model.py``).
     """
 
     def __init__(self, *, router=None, pe=None):
@@ -157,6 +163,7 @@ class Tile(wiring.Component):
         m.d.comb += [
             self.pe_busy.eq(pe.busy),
             self.pe_error.eq(pe.error),
+            self.pe_dbg.eq(pe.dbg),
             self.ramp_active.eq(link_accepts(router.out_ramp) | link_accepts(pe.tx)),
         ]
 

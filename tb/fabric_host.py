@@ -275,6 +275,11 @@ class JobResult:
     ``answers[i]``: list of per-row ``uint32`` arrays of configuration step i.
     ``runs[i]``: :class:`RunStats` of run step i. ``stopped``: index of the run step the
     watchdog stopped (None if every step ran), with ``diagnosis`` its per-row answers.
+    ``spans[i]``: ``(begin, end)`` cycles of step i on the axis of the tile model's trace
+    records (:func:`tb.tile_model.clock_index`); ``origins[i]``: for run step i, the trace
+    cycle of its run cycle 0 (so its measured cycles are ``origins[i] .. origins[i] +
+    runs[i].cycles``). ``trace``: the tile model's records (:func:`tb.tile_model.read_trace`)
+    when the job ran traced, else None.
     """
 
     def __init__(self, folder, job):
@@ -282,12 +287,15 @@ class JobResult:
         meta = json.loads((folder / "result.json").read_text())
         data = np.load(folder / "result.npz")
         self.folder = folder
-        self.answers, self.runs = {}, {}
+        self.answers, self.runs, self.spans, self.origins = {}, {}, {}, {}
+        self.trace = None
         for i, step in enumerate(meta["steps"]):
+            self.spans[i] = tuple(step["span"])
             if step["kind"] == "config":
                 self.answers[i] = [data[f"s{i}_r{y}"] for y in range(job.height)]
             else:
                 self.runs[i] = RunStats(**step["stats"])
+                self.origins[i] = step["origin"]
         self.stopped = meta.get("stopped")
         self.diagnosis = None
         if self.stopped is not None:
@@ -299,7 +307,7 @@ _run_counter = itertools.count()
 
 
 def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
-            timeout=None, keep=None):
+            timeout=None, keep=None, trace=False):
     """Play ``job`` on ``build`` (a :class:`tb.sim.SimBuild` of the fabric top).
 
     Parameters
@@ -314,6 +322,9 @@ def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
     keep : bool, optional
         Keep the job's files and the simulator's log even when the run went well
         (they are always kept when it did not).
+    trace : bool
+        Record every tile's debug port (a build with the DPI tile model,
+        :mod:`tb.tile_model`); the records are the result's ``trace``.
 
     Returns
     -------
@@ -325,10 +336,15 @@ def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
     params = {"folder": str(folder), "stream_depth": stream_depth}
     name = f"job-{os.getpid()}-{next(_run_counter)}"
     error = []
+    plusargs = []
+    if trace:
+        from tb.tile_model import trace_plusargs
+        plusargs = trace_plusargs(folder / "tiles.trace")
 
     def target():
         try:
-            sim.run(build, BENCH_MODULE, tb_params=params, timeout=timeout, name=name)
+            sim.run(build, BENCH_MODULE, tb_params=params, timeout=timeout, name=name,
+                    plusargs=plusargs)
         except BaseException as exc:          # re-raised in the caller's thread
             error.append(exc)
 
@@ -351,6 +367,13 @@ def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
     if error:
         raise error[0]
     result = JobResult(folder, job)
+    if trace:
+        from tb.tile_model import read_trace
+        path = folder / "tiles.trace"
+        if not path.exists():
+            raise FabricRunError(f"the traced job wrote no trace file {path}: is the build "
+                                 f"a DPI tile model (tb/tile_model.py)?")
+        result.trace = read_trace(path)
     if not keep and result.stopped is None:
         # Job files and the simulator's run folder are kept only for runs that went wrong.
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,6 +6,10 @@ outputs with a timer per chunk of cycles, refilling the weight-stream memories a
 the progress file between chunks. Parameters (:func:`tb.sim.params`): ``folder`` (the job's
 ``job.json``/``job.npz``; results go there as ``result.json``/``result.npz``) and
 ``stream_depth``.
+
+Every step's result carries ``span``: the cycles it began and ended at, on the axis of the
+tile model's trace records (:func:`tb.tile_model.clock_index`: clock edges since the clock
+started); a run step also its ``origin``, the trace cycle of the fabric's run cycle 0.
 """
 
 import json
@@ -17,8 +21,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.handle import _GPISetAction
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 
 from tb import sim
+from tb.tile_model import clock_index
 
 PERIOD_NS = 10
 _DEPOSIT = _GPISetAction.DEPOSIT.value
@@ -64,6 +70,11 @@ class FabricHost:
         self.results = {}
         self.out = {"steps": []}
         self.started = time.perf_counter()
+        self.clock_start = 0
+
+    def now(self):
+        """The current cycle on the trace records' axis (the last clock edge so far)."""
+        return clock_index(get_sim_time("ns"), self.clock_start, PERIOD_NS)
 
     def sig(self, name):
         return getattr(self.dut, name)
@@ -91,6 +102,7 @@ class FabricHost:
 
     async def reset(self):
         dut = self.dut
+        self.clock_start = get_sim_time("ns")
         Clock(dut.clk, PERIOD_NS, unit="ns").start()
         for name in ("start", "streams_complete", "cfg_start", "watchdog_limit"):
             self.sig(name).value = 0
@@ -175,6 +187,9 @@ class FabricHost:
             chunk = min(chunk, depth // 2)
         timed_out = False
         await self.cycles(2)
+        # Run cycle r is the cycle after the clock edge at which run_cycles became r (it
+        # counts every cycle until done, which takes more than these cycles).
+        origin = self.now() - int(dut.run_cycles.value)
         while True:
             if int(dut.done.value) or int(dut.stalled.value):
                 break
@@ -213,22 +228,25 @@ class FabricHost:
             "cpu_seconds": cpu,
         }
         self.progress(index, meta["name"], stats["run_cycles"], expect)
-        return stats, not stats["done"]
+        return stats, origin, not stats["done"]
 
     async def play(self):
         await self.reset()
         arrays_out = {}
         stopped = None
         for i, meta in enumerate(self.meta["steps"]):
+            begin = self.now()
             if meta["kind"] == "config":
                 rows = await self.configure(i, meta, f"s{i}")
                 for y, words in enumerate(rows):
                     arrays_out[f"s{i}_r{y}"] = words
-                self.out["steps"].append({"kind": "config", "name": meta["name"]})
+                self.out["steps"].append({"kind": "config", "name": meta["name"],
+                                          "span": [begin, self.now()]})
             else:
-                stats, stuck = await self.run(i, meta)
+                stats, origin, stuck = await self.run(i, meta)
                 self.out["steps"].append({"kind": "run", "name": meta["name"],
-                                          "stats": stats})
+                                          "stats": stats, "span": [begin, self.now()],
+                                          "origin": origin})
                 if stuck:
                     stopped = i
                     break

@@ -102,9 +102,11 @@ class PERun:
     ``stopped``: ``"halt"``, ``"fault"``, ``"idle"`` (the core ended its task and the PE has
     nothing left to do) or ``"budget"``; ``pc``: CORE_PC (the halt, the faulting instruction,
     the last one in X); ``fault``: the ERROR register's code when stopped by a fault;
-    ``trace``: ``[(cycle, pc, word, rd, value)]``; ``counters``: ``{Counter name: value}``
-    (counted from the start); ``mem``: ``{byte address: [words]}``; ``outputs``: ``{color:
-    [(data, index, ctrl)]}`` sent on tx.
+    ``trace``: ``[(cycle, pc, word, rd, value)]``; ``dbg``: ``[(cycle, PEDebug word)]``
+    in the cycles the debug port changed or held an event; ``origin`` / ``end``: the cycles
+    the start was configured at and the run stopped at (all cycles are the bench's);
+    ``counters``: ``{Counter name: value}`` (counted from the start); ``mem``: ``{byte
+    address: [words]}``; ``outputs``: ``{color: [(data, index, ctrl)]}`` sent on tx.
     """
     stopped: str
     pc: int
@@ -117,6 +119,9 @@ class PERun:
     counters: dict
     mem: dict
     outputs: dict
+    dbg: list
+    origin: int
+    end: int
 
     @property
     def retired(self):
@@ -140,7 +145,8 @@ def _result(raw):
         core_status=decode_fields(CoreStatus, raw["core_status"]),
         trace=[tuple(r) for r in raw["trace"]], counters=raw["counters"],
         mem={int(a): w for a, w in raw["mem"].items()},
-        outputs={int(c): [tuple(w) for w in ws] for c, ws in raw["outputs"].items()})
+        outputs={int(c): [tuple(w) for w in ws] for c, ws in raw["outputs"].items()},
+        dbg=[tuple(r) for r in raw["dbg"]], origin=raw["origin"], end=raw["end"])
 
 
 def run_on_pe(jobs, *, timeout=None):

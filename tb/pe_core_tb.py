@@ -10,8 +10,11 @@ stopped (halt or fault), or the cycle budget is spent. It then reads back the GP
 and error registers, the counters and the requested SRAM words.
 
 The retire trace is sampled from the PE's ``trace`` port every cycle (one Python step per
-cycle: fine for the programs of the tests, a few thousand cycles each). The per-cycle loop
-only drives rx while wavelets are queued; otherwise it waits for the clock edge and samples.
+cycle: fine for the programs of the tests, a few thousand cycles each), and so is the debug
+port ``dbg`` (:class:`rtl.pe.iface.PEDebug`: kept in the cycles it changed or holds a
+one-cycle event, as the fabric's tile model records it). The per-cycle loop only drives rx
+while wavelets are queued; otherwise it waits for the clock edge and samples. Cycles are the
+bench's (:attr:`PEBench.cycle`); ``origin`` is the cycle the job's start was configured at.
 """
 
 import json
@@ -20,9 +23,10 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
+from rtl.pe.iface import DEBUG_PULSES, PEDebug
 from rtl.pe.isa import RetireRecord
 from rtl.pe.regs import (CoreStatus, Counter, Reg, counter_addr, decode_fields, gpr_addr,
-                         reg_addr)
+                         layout_fields, reg_addr)
 from tb import sim
 from tb.pe_driver import PEBench
 from rtl.wavelet import unpack
@@ -32,6 +36,9 @@ COUNTERS = (Counter.CYCLES, Counter.CORE_RETIRED, Counter.CORE_ACTIVE,
             Counter.STALL_CORE_BANK, Counter.LAUNCHES, Counter.TASKS, Counter.ERRORS)
 #: Cycles the PE must stay idle (``busy`` low) before a run counts as finished.
 IDLE_CYCLES = 3
+_DBG = layout_fields(PEDebug)
+#: The one-cycle events of the debug port (kept even when the port did not change).
+DBG_PULSES = sum(1 << _DBG[name][0] for name in DEBUG_PULSES)
 
 
 async def _reset(bench):
@@ -60,12 +67,13 @@ async def run_job(bench, job):
     """One job (see the module docstring); returns its result dict."""
     await _reset(bench)
     await _configure(bench, [tuple(w) for w in job["writes"]])
+    origin = bench.cycle
     await _configure(bench, [tuple(w) for w in job["start"]])
     # The wavelets follow the start (the start task is the first to run, as in the ISS).
     for color, wavelets in job.get("inputs", {}).items():
         bench.send(int(color), [tuple(w) for w in wavelets])
     d = bench.dut
-    trace, state = [], {"idle": 0}
+    trace, dbg, state = [], [], {"idle": 0, "dbg": 0}
 
     def sample(b, tx=False):
         """In the read-only phase before a clock edge: the retire record, busy (and tx,
@@ -76,6 +84,10 @@ async def run_job(bench, job):
         if int(d.trace__valid.value):
             rec = decode_fields(RetireRecord, int(d.trace__payload.value))
             trace.append([b.cycle, rec["pc"], rec["word"], rec["rd"], rec["value"]])
+        value = int(d.dbg.value)
+        if value != state["dbg"] or value & DBG_PULSES:
+            dbg.append([b.cycle, value])
+        state["dbg"] = value
         busy = int(d.busy.value)
         state["idle"] = state["idle"] + 1 if not busy and not b.rx_q else 0
     bench.hooks.append(sample)
@@ -117,7 +129,8 @@ async def run_job(bench, job):
         "stopped": stopped, "core_status": status_words[0], "core_pc": status_words[1],
         "error": status_words[2], "error_flags": status_words[3], "status": status_words[4],
         "regs": regs, "counters": {c.name: v for c, v in zip(COUNTERS, counters)},
-        "trace": trace, "mem": mem, "outputs": outputs, "cycles_run": cycle,
+        "trace": trace, "dbg": dbg, "origin": origin, "end": bench.cycle,
+        "mem": mem, "outputs": outputs, "cycles_run": cycle,
         "inputs_sent": {str(c): [cyc for _, cyc in sent] for c, sent in bench.rx_sent.items()},
     }
 

@@ -190,6 +190,7 @@ PE_PORTS = [
     ("input", "cfg__re", 1), ("output", "cfg__rdata", 32),
     ("output", "error", 1), ("output", "busy", 1),
     ("output", "trace__valid", 1), ("output", "trace__payload", 85),
+    ("output", "dbg", 37),
 ]
 
 

@@ -257,7 +257,7 @@ def _failures(results_xml):
 
 
 def run(sim, test_module, *, testcase=None, tb_params=None, seed=None, timeout=None,
-        name=None):
+        name=None, plusargs=None):
     """Run the cocotb test module ``test_module`` on ``sim`` and fail loudly.
 
     Parameters
@@ -276,6 +276,8 @@ def run(sim, test_module, *, testcase=None, tb_params=None, seed=None, timeout=N
         Wall-clock limit in seconds for the simulator process (a hung bench fails).
     name : str, optional
         Folder name for this run's results (defaults to the test module's name).
+    plusargs : list of str, optional
+        Simulator plusargs (e.g. the tile model's ``+wse_tile_trace=FILE``).
 
     Returns
     -------
@@ -302,7 +304,8 @@ def run(sim, test_module, *, testcase=None, tb_params=None, seed=None, timeout=N
         kwargs = dict(test_module=test_module, hdl_toplevel=sim.toplevel,
                       hdl_toplevel_lang="verilog",
                       build_dir=sim.build_dir, test_dir=run_dir, results_xml=str(results),
-                      extra_env=env, seed=seed, log_file=log, testcase=testcase)
+                      extra_env=env, seed=seed, log_file=log, testcase=testcase,
+                      plusargs=list(plusargs or ()))
         failure = ""
         try:
             _run_with_timeout(runner, kwargs, timeout)

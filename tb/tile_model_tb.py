@@ -38,6 +38,7 @@ def stand_in_verilog(ports, bad=False):
         "    assign pe_busy = count[0];",
         "    assign pe_error = 1'b0;",
         "    assign ramp_active = count[1];",
+        "    assign pe_dbg = {5'b0, count};",
         "    assign out_n__valid = count[0];",
         "    assign out_n__payload = count ^ {8'b0, out_n__ready};",
         "    assign out_e__valid = " + ("in_s__valid;" if bad else "1'b0;"),
@@ -110,3 +111,21 @@ async def contract_breach_stops_the_simulation(dut):
     dut.in_s__valid.value = 1
     await ClockCycles(dut.clk, 3)
     assert int(dut.out_e__valid.value) == 0, "the good stand-in's out_e__valid is constant 0"
+
+
+@cocotb.test()
+async def trace_records_the_debug_port(dut):
+    """Run with the wrapper's tracing on: the stand-in's ``pe_dbg`` is its cycle counter.
+    Writes ``[(sim time in ns, pe_dbg)]`` samples, taken between rising edges, to the file
+    named by the ``samples`` parameter, for the caller to check against the trace."""
+    import json
+    from cocotb.utils import get_sim_time
+    await _reset(dut)      # starts the clock at time 0
+    samples = []
+    for cycle in range(50):
+        await RisingEdge(dut.clk)
+        await Timer(1 + cycle % 5, unit="ns")
+        if cycle % 7 == 0:
+            samples.append((get_sim_time("ns"), int(dut.pe_dbg.value)))
+    with open(sim.params()["samples"], "w") as out:
+        json.dump(samples, out)

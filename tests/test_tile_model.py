@@ -1,7 +1,9 @@
 """The DPI tile wrapper (tb/tile_model.py): ports, behaviour, and the link-contract check."""
 
+import json
 import re
 
+import numpy as np
 import pytest
 
 from tb import sim, tile_model
@@ -22,6 +24,7 @@ def test_ports_cover_the_tile_verilog():
     assert groups["in_e__valid"] == groups["chain_in"] == groups["rst"] == "inputs"
     assert groups["out_e__valid"] == groups["out_e__payload"] == "link"
     assert groups["in_e__ready"] == groups["chain_out"] == groups["pe_busy"] == "registered"
+    assert groups[tile_model.TRACED_PORT] == "registered"
 
 
 def _build(bad):
@@ -49,3 +52,30 @@ def test_contract_breach_is_reported_with_tile_and_output():
     message = str(failure.value)
     assert "tile tile_top.dut: output out_e__valid changed when only its 'inputs' inputs " \
            "changed" in message, message
+
+
+def test_tracing_records_the_debug_port_on_the_clock_call(tmp_path):
+    """With +wse_tile_trace, the wrapper records the stand-in's pe_dbg (its cycle counter)
+    once per change, at the clock call that made it; without it, no file is written."""
+    build = _build(bad=False)
+    trace, samples = tmp_path / "trace.bin", tmp_path / "samples.json"
+    sim.run(build, "tb.tile_model_tb", testcase="trace_records_the_debug_port",
+            name="traced", timeout=300, tb_params={"samples": str(samples)},
+            plusargs=tile_model.trace_plusargs(trace))
+    records = tile_model.read_trace(trace)
+    assert list(records) == ["tile_top.dut"]
+    rec = records["tile_top.dut"]
+    # The counter counts every clock call after the reset: one record per cycle.
+    assert len(rec) == 50 and (np.diff(rec["cycle"]) == 1).all()
+    assert (np.diff(rec["value"].astype(np.int64)) == 1).all() and rec["value"][0] == 1
+    # A moment of the bench (sim time) and the record in force then agree (clock_index).
+    by_cycle = dict(zip(rec["cycle"].tolist(), rec["value"].tolist()))
+    got = json.loads(samples.read_text())
+    assert len(got) == 8
+    for time_ns, value in got:
+        assert by_cycle[tile_model.clock_index(time_ns, 0, 10)] == value, (time_ns, value)
+    untraced = tmp_path / "untraced.json"
+    sim.run(build, "tb.tile_model_tb", testcase="trace_records_the_debug_port",
+            name="untraced", timeout=300, tb_params={"samples": str(untraced)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.json", "trace.bin",
+                                                          "untraced.json"]

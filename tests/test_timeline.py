@@ -47,3 +47,12 @@ def test_bad_events_are_named():
         tl.slice(pid, tl.thread(pid, "t"), "x", 5, 3)
     with pytest.raises(ValueError, match="counter 'c' needs"):
         tl.counter(pid, "c", 0)
+
+
+def test_metadata_goes_to_other_data():
+    tl = Timeline("core")
+    tl.metadata["cycles"] = "the ISS's cycle model"
+    tl.metadata["retired"] = np.int64(7)
+    other = tl.as_dict()["otherData"]
+    assert other == {"cycles": "the ISS's cycle model", "retired": 7, "title": "core",
+                     "time_unit": "1 us = 1 clock cycle"}

@@ -31,7 +31,8 @@ from rtl.pe import ops as O
 from rtl.pe.core import DsrSignature
 from rtl.pe.iface import (EngineReport, HazardSignature, IssueSignature, LaunchStream,
                           MemReadSignature, OutBufferSignature, QueueOperandSignature,
-                          RegionSignature, SchedulerLookupSignature, thread_bits)
+                          RegionSignature, SchedulerLookupSignature, ThreadLaunched,
+                          thread_bits)
 from rtl.pe.regs import (DSR, DSR_NONE, DSR_WAVELET, DSR_WORDS, CfgRegion, DType, ErrorCode,
                          LaunchRequest, TensorOp, layout_fields, region)
 from rtl.pe.util import KIND, kind_is, lowest, round_robin, sig, umin
@@ -118,6 +119,8 @@ class TensorEngine(wiring.Component):
         Thread starts for the output buffers; their credits.
     report : Out(EngineReport)
         Counter events, the launch error, threads active.
+    launched : Out(ThreadLaunched)
+        The operation placed into a thread slot in this cycle, if any (the PE's debug port).
     """
 
     def __init__(self, params):
@@ -138,6 +141,7 @@ class TensorEngine(wiring.Component):
             "hazards": In(HazardSignature(params)),
             "outbuf": Out(OutBufferSignature(params)),
             "report": Out(EngineReport(params)),
+            "launched": Out(ThreadLaunched),
         })
 
     def elaborate(self, platform):
@@ -339,6 +343,10 @@ class TensorEngine(wiring.Component):
         _, slot = lowest(m, free, T, "l1_slot")
         slot = sig(m, slot[:TB], "l1_slot")
         m.d.comb += rep.launches.eq(l1_go)
+        # (0 in the cycles without a launch, so that the debug port changes only with it.)
+        m.d.comb += [self.launched.valid.eq(l1_go), self.launched.slot.eq(Mux(l1_go, slot, 0)),
+                     self.launched.op.eq(Mux(l1_go, l1_req.launch.op, 0)),
+                     self.launched.core.eq(l1_go & l1_req.core)]
         meta_l1 = Signal(meta_layout)
         res_l1 = {r: Signal(res_layout, name=f"l1_{r}_res_l1") for r in ROLES}
         m.d.comb += meta_l1.prio.eq(l1_req.launch.prio)

@@ -16,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from rtl.pe.regs import ErrorCode, LaunchRequest
+from rtl.pe.regs import ErrorCode, LaunchRequest, TensorOp
 from rtl.wavelet import COLOR_BITS, Wavelet
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "OutBufferSignature",
     "RegionSignature", "ErrorSignature", "QueueReport", "LauncherReport", "EngineReport",
     "DatapathReport", "ConfigReport", "CoreReport", "QUEUE_LEVEL_BITS", "thread_bits",
+    "TaskStarted", "ThreadLaunched", "PEDebug", "DEBUG_THREADS", "DEBUG_PULSES",
 ]
 
 _WAVELET = data.Layout.cast(Wavelet)
@@ -309,3 +310,44 @@ class CoreReport(wiring.Signature):
             "core_error": Out(ErrorSignature()),
             "running": Out(1), "halted": Out(1),
         })
+
+
+# --- the debug port (timelines) ---------------------------------------------------------------
+
+#: A task the launcher starts in this cycle (the cycle it takes the activation: a launch
+#: list's entries follow, a code task is handed to the core): ``valid``, the ``task`` id, and
+#: ``code``, a code task rather than a launch list.
+TaskStarted = data.StructLayout({"valid": 1, "code": 1, "task": 5})
+
+#: A tensor operation the engine places into micro-thread ``slot`` in this cycle (stage L1):
+#: ``valid``, its ``op`` and ``core``, launched by the control core (else by the launcher).
+ThreadLaunched = data.StructLayout({"valid": 1, "slot": 4, "op": TensorOp, "core": 1})
+
+#: Width of :data:`PEDebug`'s ``threads`` (the most micro-threads a PE can have), so that the
+#: port is the same for every PE parameter set.
+DEBUG_THREADS = 16
+
+
+class PEDebug(data.Struct):
+    """What a PE did in one cycle, for timelines (the ``dbg`` port of the PE and of the
+    tile, docs/timeline.md). Built from signals the blocks already have, and registered: the
+    value in cycle n tells what happened in cycle n - 1.
+
+    ``start``: a task started (:data:`TaskStarted`); ``launch``: an operation went into a
+    micro-thread slot (:data:`ThreadLaunched`); ``core_done``: the core's task ended
+    (``tend``); ``core_running``: the core runs a task or program; ``retired``: the core
+    retired an instruction; ``error``: the sticky error; ``threads``: bit t, micro-thread
+    slot t holds a live operation.
+    """
+    start: TaskStarted
+    launch: ThreadLaunched
+    core_done: 1
+    core_running: 1
+    retired: 1
+    error: 1
+    threads: DEBUG_THREADS
+
+
+#: The fields of :class:`PEDebug` that are one-cycle events: a recorder keeps every cycle in
+#: which one is set, even when the port's value did not change.
+DEBUG_PULSES = ("start.valid", "launch.valid", "core_done", "retired")

@@ -30,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from rtl.pe.core import TaskControl, TaskOp
-from rtl.pe.iface import LauncherQueueSignature, LauncherReport, LaunchStream, RegionSignature
+from rtl.pe.iface import (LauncherQueueSignature, LauncherReport, LaunchStream,
+                          RegionSignature, TaskStarted)
 from rtl.pe.isa import TaskStart
 from rtl.pe.regs import (PE_REGS_BASE, CfgRegion, ColorBind, HostTrigger, LaunchEntry, Reg,
                          TaskEntry, region)
@@ -71,6 +72,8 @@ class TaskLauncher(wiring.Component):
         The core's ``tact`` / ``tblk`` / ``tunblk`` (always accepted).
     blocked : Out(num_tasks)
         The BLOCKED register (for the core's ``csrr``).
+    started : Out(TaskStarted)
+        The task started in this cycle, if any (for the PE's debug port).
     """
 
     def __init__(self, params):
@@ -88,6 +91,7 @@ class TaskLauncher(wiring.Component):
             "core_done": In(1),
             "core_ctl": In(stream.Signature(TaskControl)),
             "blocked": Out(params.num_tasks),
+            "started": Out(TaskStarted),
         })
 
     def elaborate(self, platform):
@@ -225,6 +229,11 @@ class TaskLauncher(wiring.Component):
                              k_ptr.eq(entry_of.entry), k_state.eq(_LAUNCH)]
         m.d.comb += [rep.task_error.valid.eq((k_state == _DECODE) & k_task_bad),
                      rep.task_error.info.eq(k_task_wide[:8])]
+        # The debug port's view of a start: the cycle that counts it (rep.tasks); the fields
+        # are 0 in other cycles, so that the port changes only with the events it shows.
+        m.d.comb += [self.started.valid.eq(rep.tasks),
+                     self.started.code.eq(rep.tasks & entry_of.code),
+                     self.started.task.eq(Mux(rep.tasks, k_task, 0))]
         with m.If(k_state == _LAUNCH):
             m.d.comb += launch.valid.eq(1)
             with m.If(launch.ready & ~entry.last):

@@ -44,6 +44,7 @@ from rtl.pe.config import ConfigDecoder
 from rtl.pe.core import Core, TraceSignature
 from rtl.pe.datapath import Datapath
 from rtl.pe.engine import TensorEngine
+from rtl.pe.iface import PEDebug
 from rtl.pe.launcher import TaskLauncher
 from rtl.pe.memory import PEMemory
 from rtl.pe.queues import RxQueues
@@ -77,6 +78,10 @@ class PE(wiring.Component):
     trace : Out(TraceSignature)
         The control core's retired instructions (a debug stream: no back-pressure; the
         tile leaves it unconnected, so that its logic is optimised away in the fabric).
+    dbg : Out(PEDebug)
+        What the PE did, for timelines (:class:`rtl.pe.iface.PEDebug`): task starts, thread
+        launches and occupancy, the core's task ends and retirements, the error. Registered
+        from signals the blocks have anyway: the value in cycle n is cycle n - 1's.
 
     Blocks (built in :meth:`elaborate`, see docs/pe.md section 2): ``queues``
     (:class:`RxQueues`), ``launcher`` (:class:`TaskLauncher`), ``arbiter``
@@ -103,6 +108,7 @@ class PE(wiring.Component):
             "error": Out(1),
             "busy": Out(1),
             "trace": Out(TraceSignature()),
+            "dbg": Out(PEDebug),
         }
 
     @property
@@ -174,6 +180,10 @@ class PE(wiring.Component):
         connect(m, datapath.report, status.datapath)
         connect(m, config.report, status.config)
         m.d.comb += [self.error.eq(status.error), self.busy.eq(status.busy)]
+        # The debug port (the core's fields: _attach_core).
+        dbg = self.dbg
+        m.d.sync += [dbg.start.eq(launcher.started), dbg.launch.eq(engine.launched),
+                     dbg.threads.eq(engine.report.threads_active), dbg.error.eq(status.error)]
         self._attach_core(m, {"queues": queues, "launcher": launcher, "arbiter": arbiter,
                               "engine": engine, "datapath": datapath, "memory": mem,
                               "config": config, "status": status})
@@ -238,6 +248,8 @@ class PE(wiring.Component):
             st.core.running.eq(core.running), st.core.halted.eq(core.status.halted),
         ]
         connect(m, core.trace, flipped(self.trace))
+        m.d.sync += [self.dbg.core_done.eq(core.done), self.dbg.core_running.eq(core.running),
+                     self.dbg.retired.eq(core.retired)]
 
 
 _INIT_BLOCK = re.compile(r"  initial begin\n((?:    [^\n\[]+\[\d+\] = \d+'[dhb]0+;\n)+)  end\n")
