@@ -95,3 +95,12 @@ def test_perf_model_sweep_summary(sweep):
     assert summary["worst_error"] == -0.12 and summary["worst_case"] == "s/1"
     assert summary["mean_abs_error"] == pytest.approx(0.0725)
     assert "1 FAILED" in sweep.format_summary("s", summary)
+
+
+def test_tile_cost_refuses_no_core_with_code_reductions(capsys):
+    """A PE without a core cannot run code tasks: the bench says so before measuring."""
+    tile_cost = _load_bench("tile_cost")
+    with pytest.raises(SystemExit) as exc:
+        tile_cost.main(["--variant", "no-core"])
+    assert exc.value.code == 2
+    assert "--variant no-core needs --reductions list" in capsys.readouterr().err
