@@ -48,15 +48,21 @@ def _child(variant, reductions):
     gemm_fabric.main(["--no-progress", "--reductions", reductions])
 
 
-def measure(variant, reductions):
-    """``[(label, instructions, tile clocks)]`` of the dense and the sparse run."""
+def measure(variant, reductions, keep=None):
+    """``[(label, instructions, fabric cycles, bit exact)]`` of the dense and the sparse run
+    (with ``keep``, a folder: the callgrind files are written there, for
+    ``callgrind_annotate``)."""
     env = dict(os.environ)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant,
            "--reductions", reductions]
     # Build (and check) outside valgrind first: the build's compilers are not measured.
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     runs = re.findall(r"sparsity (\S+):\s+(\d+) cycles.*bit exact (\w+)", out)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = scratch if keep is None else str(keep)
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        for old in Path(tmp).glob("cg.*"):
+            old.unlink()
         subprocess.run(["valgrind", "--tool=callgrind", "--trace-children=yes",
                         "--collect-atstart=no", f"--toggle-collect={EVAL}",
                         f"--callgrind-out-file={tmp}/cg.%p", *cmd],
@@ -80,6 +86,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("core", "no-core"), default="core")
     parser.add_argument("--reductions", choices=("code", "list"), default="code")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the callgrind files in DIR (build the tile model with "
+                             "WSE_VERILATOR_OPT='-O2 -g' to annotate them by line)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -88,7 +97,7 @@ def main(argv=None):
     if args.variant == "no-core" and args.reductions == "code":
         parser.error("--variant no-core needs --reductions list (no core: no code tasks)")
     print(f"variant {args.variant}, reductions {args.reductions}")
-    for label, total, cycles, exact in measure(args.variant, args.reductions):
+    for label, total, cycles, exact in measure(args.variant, args.reductions, args.keep):
         print(f"{label}: {total:,} instructions in the tiles' model, {cycles:,} fabric cycles "
               f"(bit exact {exact})")
 
