@@ -34,6 +34,7 @@ from golden.gemm import compare_to_torch, fabric_gemm, fabric_gemm_reference
 from gpt_mapping.layout import MappingError, map_gemm, parse_fabric
 from gpt_mapping.perf_model import predict
 from gpt_mapping.streams import nonzero_counts
+from gpt_mapping.traces import check_trace_backend
 
 __all__ = ["main", "build_parser", "run_gemm"]
 
@@ -150,14 +151,6 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
                           "is true by construction); cycles and utilization are predicted by "
                           "gpt_mapping.perf_model, not measured")
     return y16, report
-
-
-def check_trace_backend(trace, backend):
-    """``--trace`` records the hardware: raise :class:`MappingError` naming a backend that
-    runs none."""
-    if trace is not None and backend != "rtl":
-        raise MappingError(f"--trace needs the rtl backend: the {backend} backend runs no "
-                           f"hardware, so there is no timeline to record")
 
 
 def _jsonable(value):

@@ -433,8 +433,9 @@ class GoldenBackend:
     name = "golden"
     kind = "predicted"
 
-    def run(self, mapping, x16, w16, bar):
-        """Y = X W and the predicted counters; ``bar`` is a tqdm bar (tokens done)."""
+    def run(self, mapping, x16, w16, bar, label=""):
+        """Y = X W and the predicted counters; ``bar`` is a tqdm bar (tokens done);
+        ``label``, the layer's name, is not used here."""
         from golden.gemm import fabric_gemm
         bar.reset(total=mapping.tokens)
         y16 = fabric_gemm(x16, w16, mapping.width, mapping.height, progress=bar.update)
@@ -449,8 +450,6 @@ class RtlBackend:
     after the other, named by its layer (``--trace``, docs/timeline.md)."""
     name = "rtl"
     kind = "measured"
-    #: :func:`run_block` passes ``label`` (the layer's name) to :meth:`run`.
-    takes_label = True
 
     def __init__(self, trace=None):
         # Imported here: the RTL backend brings the Verilator tool chain with it.
@@ -459,7 +458,8 @@ class RtlBackend:
         self.trace = trace
 
     def run(self, mapping, x16, w16, bar, label=""):
-        """Y = X W on the Verilator fabric; ``bar`` is the tqdm bar the RTL run drives."""
+        """Y = X W on the Verilator fabric; ``bar`` is the tqdm bar the RTL run drives;
+        ``label`` (the layer's name) names the GEMM on the timeline."""
         traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
         y16, counters = self._run(mapping, x16, w16, bar, **traced)
         return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
@@ -738,7 +738,9 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
     """Run a :class:`MappedBlock` on FP16 input ``x16`` ``[batch, n_ctx, n_embd]``.
 
     ``fabric`` is ``(width, height)``; ``backend`` a name or backend object
-    (:func:`select_backend`); ``pe`` an optional :class:`gpt_mapping.layout.PEConfig`.
+    (:func:`select_backend`: its ``run(mapping, x16, w16, bar, label=)`` returns a
+    :class:`GemmRun`, ``label`` being the layer's name); ``pe`` an optional
+    :class:`gpt_mapping.layout.PEConfig`.
     Every GEMM is mapped (and validated) before anything runs. Returns a :class:`BlockRun`
     without checks; :func:`evaluate` adds them.
     """
@@ -774,8 +776,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
         spec, layer, mapping = _SPECS[name], mapped.linears[name], mappings[name]
         t0 = time.perf_counter()
         with bars.bar(spec, cfg.tokens, "token") as bar:
-            named = {"label": name} if getattr(backend, "takes_label", False) else {}
-            run = backend.run(mapping, a16, layer.w16, bar, **named)
+            run = backend.run(mapping, a16, layer.w16, bar, label=name)
             if bar.total is not None:
                 bar.update(bar.total - bar.n)
         y16 = np.asarray(run.y16, dtype=np.float16)

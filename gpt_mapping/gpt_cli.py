@@ -115,10 +115,8 @@ def run(args):
     trace = getattr(args, "trace", None)
     collector = None
     if trace is not None:
-        if args.backend != "rtl":
-            raise ValueError(f"--trace needs the rtl backend: the {args.backend} backend "
-                             f"runs no hardware, so there is no timeline to record")
-        from .traces import FabricTrace
+        from .traces import FabricTrace, check_trace_backend
+        check_trace_backend(trace, args.backend)
         collector = FabricTrace(f"GPT block (n_embd {config.n_embd}, n_head "
                                 f"{config.n_head}, {config.tokens} tokens) on the "
                                 f"{fabric[0]} x {fabric[1]} RTL fabric")

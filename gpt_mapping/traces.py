@@ -35,13 +35,14 @@ counters ``micro-threads`` and ``retired instructions``
 
 import numpy as np
 
+from gpt_mapping.layout import MappingError
 from gpt_mapping.timeline import Timeline
 from rtl.pe.asm import disassemble
 from rtl.pe.iface import PEDebug
 from rtl.pe.regs import TensorOp, layout_fields
 
 __all__ = ["decode_debug", "add_pe", "add_instructions", "FabricTrace", "PEActivity",
-           "LAUNCH_LATENCY", "REGISTER_DELAY"]
+           "LAUNCH_LATENCY", "REGISTER_DELAY", "check_trace_backend"]
 
 #: Cycles from a task's start (the launcher takes its activation) to the earliest cycle one
 #: of its launches can go into a thread slot: the launch entry is offered in the next cycle
@@ -54,6 +55,14 @@ REGISTER_DELAY = 1
 TEND_RETIRES = 2
 
 _FIELDS = layout_fields(PEDebug)
+
+
+def check_trace_backend(trace, backend):
+    """``--trace`` records the hardware: raise :class:`gpt_mapping.layout.MappingError`
+    naming a backend that runs none (``gemm`` and ``gpt``)."""
+    if trace is not None and backend != "rtl":
+        raise MappingError(f"--trace needs the rtl backend: the {backend} backend runs no "
+                           f"hardware, so there is no timeline to record")
 
 
 def decode_debug(values):

@@ -10,12 +10,21 @@ stopped, the registers, the SRAM words read back and the wavelets sent; it raise
 
 :func:`iss_run` runs a program on the ISS the way :func:`tb.pe_core_run.program_job` starts
 it on the PE (start PC, the trigger's data and index, bindings, input wavelets).
+:func:`run_lockstep` runs the constrained-random programs of :mod:`tb.core_programs` on
+Verilated PEs and on the ISS and checks each (``tests/test_pe_core.py``,
+``bench/core_lockstep.py``).
 """
 
 from golden.iss import ISS
+from rtl.pe import regs as R
 from rtl.pe.asm import disassemble
+from rtl.pe.isa import decode
+from tb.core_programs import (DATA_BASE, DATA_WORDS, SLOT_WORDS, TENSOR_BASE, TENSOR_SLOTS,
+                              generate_program)
+from tb.pe_core_run import program_job, run_on_pe
 
-__all__ = ["LockstepMismatch", "first_difference", "iss_run", "check_run", "describe"]
+__all__ = ["LockstepMismatch", "first_difference", "iss_run", "check_run", "describe",
+           "SRAM_READ", "program_jobs", "run_batch", "run_lockstep"]
 
 #: Retired instructions shown before the first difference.
 CONTEXT = 4
@@ -88,3 +97,76 @@ def check_run(run, iss, result, what="program"):
         problems.append(f"wavelets sent: RTL {run.outputs}, ISS {sent}")
     if problems:
         raise LockstepMismatch(f"{what}: " + "\n".join(problems))
+
+
+#: What a program may read without having written it, cleared before each (the SRAM, the
+#: DSR file and the accumulator cache keep their contents across a PE reset; the ISS
+#: starts from zeros): the data and tensor regions, every DSR word, the accumulator cache.
+SRAM_READ = [(DATA_BASE, DATA_WORDS), (TENSOR_BASE, TENSOR_SLOTS * SLOT_WORDS)]
+
+
+def _scrub(program, pe=None):
+    """Configuration writes that clear what ``program`` may read before writing it: the
+    DSRs its ``dsrr`` instructions name (every other DSR it uses it writes first) and the
+    accumulator cache."""
+    p = pe or R.PEParams()
+    dsrs = set()
+    for word in program.words:
+        decoded = decode(word)
+        if decoded and not isinstance(decoded[0], str) and decoded[0].mnemonic == "dsrr":
+            dsrs.add(decoded[1]["imm"] >> 3)
+    writes = [(R.dsr_addr(d, w), 0) for d in sorted(dsrs) if d < p.num_dsrs
+              for w in range(R.DSR_WORDS)]
+    writes += [(R.acc_addr(i), 0) for i in range(p.acc_words)]
+    return writes
+
+
+def program_jobs(seeds):
+    """``[(generated program, job)]`` for ``seeds``."""
+    out = []
+    for seed in seeds:
+        generated = generate_program(seed)
+        program = generated.assemble()
+        job = program_job(program, inputs=generated.inputs, zero=SRAM_READ,
+                          writes=_scrub(program), mem=SRAM_READ,
+                          max_cycles=20 * generated.max_instructions + 2000)
+        out.append((generated, job))
+    return out
+
+
+def run_batch(seeds):
+    """One simulator run of ``seeds``: ``(instructions retired, [mismatch messages])``."""
+    pairs = program_jobs(seeds)
+    runs = run_on_pe([job for _, job in pairs], timeout=3600)
+    retired, mismatches = 0, []
+    for (generated, _), run in zip(pairs, runs):
+        iss, result = iss_run(generated.assemble(), inputs=generated.inputs)
+        retired += run.retired
+        try:
+            check_run(run, iss, result, what=f"seed {generated.seed}")
+        except LockstepMismatch as exc:
+            mismatches.append(str(exc))
+    return retired, mismatches
+
+
+def run_lockstep(seeds, batch=250, progress=None, jobs=1):
+    """Run ``seeds`` in lockstep, ``batch`` programs per simulator process, ``jobs``
+    processes at a time; returns ``(programs, instructions, [mismatch messages])``."""
+    seeds = list(seeds)
+    batches = [seeds[i:i + batch] for i in range(0, len(seeds), batch)]
+    retired, mismatches, done = 0, [], 0
+    pool = None
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        pool = ProcessPoolExecutor(jobs)
+    try:
+        results = pool.map(run_batch, batches) if pool else map(run_batch, batches)
+        for part, (r, m) in zip(batches, results):
+            retired, done = retired + r, done + len(part)
+            mismatches += m
+            if progress:
+                progress(done, retired, len(mismatches))
+    finally:
+        if pool:
+            pool.shutdown()
+    return len(seeds), retired, mismatches

@@ -23,10 +23,10 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from rtl.pe.iface import DEBUG_PULSES, PEDebug
+from rtl.pe.iface import DEBUG_PULSE_MASK
 from rtl.pe.isa import RetireRecord
 from rtl.pe.regs import (CoreStatus, Counter, Reg, counter_addr, decode_fields, gpr_addr,
-                         layout_fields, reg_addr)
+                         reg_addr)
 from tb import sim
 from tb.pe_driver import PEBench
 from rtl.wavelet import unpack
@@ -36,9 +36,6 @@ COUNTERS = (Counter.CYCLES, Counter.CORE_RETIRED, Counter.CORE_ACTIVE,
             Counter.STALL_CORE_BANK, Counter.LAUNCHES, Counter.TASKS, Counter.ERRORS)
 #: Cycles the PE must stay idle (``busy`` low) before a run counts as finished.
 IDLE_CYCLES = 3
-_DBG = layout_fields(PEDebug)
-#: The one-cycle events of the debug port (kept even when the port did not change).
-DBG_PULSES = sum(1 << _DBG[name][0] for name in DEBUG_PULSES)
 
 
 async def _reset(bench):
@@ -85,7 +82,7 @@ async def run_job(bench, job):
             rec = decode_fields(RetireRecord, int(d.trace__payload.value))
             trace.append([b.cycle, rec["pc"], rec["word"], rec["rd"], rec["value"]])
         value = int(d.dbg.value)
-        if value != state["dbg"] or value & DBG_PULSES:
+        if value != state["dbg"] or value & DEBUG_PULSE_MASK:
             dbg.append([b.cycle, value])
         state["dbg"] = value
         busy = int(d.busy.value)

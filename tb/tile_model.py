@@ -60,7 +60,7 @@ from tb import sim
 
 __all__ = ["TilePort", "tile_ports", "module_header", "wrapper_verilog", "wrapper_cpp",
            "tile_library", "TileLibrary", "TRACED_PORT", "TRACE_PLUSARG", "trace_plusargs",
-           "read_trace", "trace_pulse_mask", "clock_index"]
+           "read_trace", "clock_index"]
 
 #: Changes whenever the generated wrapper changes (part of every cache key).
 WRAPPER_VERSION = 3
@@ -240,11 +240,12 @@ def wrapper_cpp(ports=None):
               for g in ("ready", "inputs")}
     link_cases = "\n".join(f"        case {i}: return t->model.{p.c_name};"
                            for i, p in enumerate(group["link"]))
+    from rtl.pe.iface import DEBUG_PULSE_MASK
     traced = next((p for p in outputs if p.name == TRACED_PORT), None)
     record = "" if traced is None else f"""\
     if (t->tracing) {{
         const unsigned long long value = t->model.{traced.c_name};
-        if (value != t->traced || (value & {trace_pulse_mask():#x}ull)) {{
+        if (value != t->traced || (value & {DEBUG_PULSE_MASK:#x}ull)) {{
             t->records.push_back(Record{{t->cycle, value}});
             if (t->records.size() >= {TRACE_CHUNK}) write_records(t);
         }}
@@ -470,14 +471,6 @@ def clock_index(time, clock_start, period):
     ``period`` (cocotb's ``Clock``: the first call is at ``clock_start``, number 0; all three
     in one unit). How a bench puts its own moments on the trace's cycle axis."""
     return int((time - clock_start) // period)
-
-
-def trace_pulse_mask():
-    """Bits of :data:`TRACED_PORT` that are one-cycle events (recorded even unchanged)."""
-    from rtl.pe.iface import DEBUG_PULSES, PEDebug
-    from rtl.pe.regs import layout_fields
-    fields = layout_fields(PEDebug)
-    return sum(1 << fields[name][0] for name in DEBUG_PULSES)
 
 
 _RECORD = [("cycle", "<u8"), ("value", "<u8")]

@@ -74,7 +74,7 @@ class FakeRtl:
     def __init__(self, corrupt=None, arrays=True):
         self.corrupt, self.arrays = corrupt, arrays
 
-    def run(self, mapping, x16, w16, bar):
+    def run(self, mapping, x16, w16, bar, label=""):
         from golden.gemm import fabric_gemm
         y16 = fabric_gemm(x16, w16, mapping.width, mapping.height).copy()
         if mapping.outputs == self.corrupt:
@@ -229,7 +229,7 @@ def test_mapping_errors_surface_before_anything_runs():
 class FailIfRun:
     name, kind = "never", "measured"
 
-    def run(self, *args):
+    def run(self, *args, **kwargs):
         raise AssertionError("a GEMM ran before every mapping was validated")
 
 

@@ -255,3 +255,35 @@ def test_ops_table_matches_the_model():
     cfg.dsr(1, R.Kind.MEM, base=0x100, dims=[(4, 1)])
     cfg.task(0, [dict(op=R.TensorOp.FMAC, dst=1, a=0, b=0, s=R.DSR_WAVELET)])
     assert PEModel(cfg).activate(0) == [R.ErrorCode.UNSUPPORTED]
+
+
+def test_sig_refuses_an_idle_value_that_is_its_condition():
+    """``sig(..., when=c, idle=c)`` is ``c & value``, which Verilator computes every cycle
+    (the core's DSR-in-use check was written so and cost 254 host instructions per tile
+    clock): the helper refuses it; another register as the idle value is the gated form.
+    Also :func:`rtl.pe.util.packed`: fields at their offsets, the rest zero (as the
+    layout's constant); unknown fields are refused."""
+    from amaranth import Module, Signal
+    from amaranth.lib import data
+    from rtl.pe.util import packed, sig
+    top = Module()
+    en, other, value = Signal(), Signal(), Signal(4)
+    with pytest.raises(ValueError, match="idle is the condition itself"):
+        sig(top, value.any(), "bad", 1, when=en, idle=en)
+    gated = sig(top, value.any(), "good", 1, when=en, idle=other)
+    fields = {"busy": 1, "threads_active": 0xA5, "core_halted": 1}
+    word = Signal(32)
+    top.d.comb += word.eq(packed(R.Status, **fields))
+    with pytest.raises(ValueError, match="not fields"):
+        packed(R.Status, nonsense=1)
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(en, 1)
+        ctx.set(value, 2)
+        got["word"], got["gated"] = ctx.get(word), ctx.get(gated)
+    sim = Simulator(top)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got["word"] == data.Layout.cast(R.Status).const(fields).as_value().value
+    assert got["gated"] == 1

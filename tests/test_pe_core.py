@@ -7,10 +7,7 @@ of the default PE; each test looks at its own jobs' results.
 """
 
 import functools
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,12 +18,6 @@ from tb.core_cases import CASES
 from tb.pe_core_run import program_job, run_on_pe
 
 pytestmark = pytest.mark.rtl
-
-# bench/core_lockstep.py, importable as a module (the bench is also a script).
-_spec = importlib.util.spec_from_file_location(
-    "bench_core_lockstep", Path(__file__).resolve().parent.parent / "bench" / "core_lockstep.py")
-sys.modules["bench_core_lockstep"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sys.modules["bench_core_lockstep"])
 
 #: SRAM the directed cases use (code, the tensor and the scalar data areas, the last word):
 #: cleared before every job, since the SRAM keeps its contents across a PE reset.
@@ -226,7 +217,7 @@ LOCKSTEP_PROGRAMS = int(os.environ.get("WSE_LOCKSTEP_PROGRAMS", "500"))
 
 
 def test_random_programs_in_lockstep_with_the_iss():
-    from bench_core_lockstep import run_lockstep
+    from tb.lockstep import run_lockstep
     count, retired, mismatches = run_lockstep(range(LOCKSTEP_PROGRAMS), batch=250)
     assert not mismatches, f"{len(mismatches)} of {count} programs differ; first:\n" \
                            f"{mismatches[0]}"

@@ -25,8 +25,9 @@ measured figures. In short:
   has had one; every fault is taken in M by the instruction that would retire (an
   instruction flushed by a taken branch, ``tend`` or ``halt`` never faults);
 * the per-stage records are reset-less; only the valid bits and the core's state have a
-  reset. Logic evaluated per cycle is gated on the stage valid bits (:func:`_sig`), so an
-  idle core costs little in Verilator (docs/pe.md section 12).
+  reset. Logic evaluated per cycle is gated on the stage valid bits
+  (:func:`rtl.pe.util.sig`), so that Verilator skips it while a stage is empty (docs/pe.md
+  section 12).
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
@@ -37,6 +38,7 @@ from rtl.pe import isa
 from rtl.pe.isa import INSNS, TENSOR_MAJOR, AluOp, BranchOp, Cls, Format, LaunchModifier
 from rtl.pe.regs import (DSR_WAVELET, DSR_WORDS, MAX_DSRS, MAX_TASKS, CoreStatus, ErrorCode,
                          LaunchRequest, TensorOp)
+from rtl.pe.util import sig as _sig   # the PE's helper (docs/pe.md section 12)
 from rtl.wavelet import Wavelet
 
 __all__ = ["Core", "TaskOp", "TaskControl", "FetchSignature", "MemSignature", "DsrSignature",
@@ -307,18 +309,6 @@ class Decoder(wiring.Component):
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def _sig(m, value, name, shape=None, when=None, idle=None):
-    """A named signal driven by ``value`` (so that the expression is built once).
-
-    With ``when``: ``value`` while ``when`` is high, else ``idle``, a value of no meaning
-    (read from a register, not a constant: Verilator keeps such a multiplexer a C++
-    conditional, so its model does not compute ``value`` in the cycles without ``when``).
-    The same helper as in :mod:`rtl.pe.pe` (docs/pe.md section 12)."""
-    sig = Signal(shape if shape is not None else value.shape(), name=name)
-    m.d.comb += sig.eq(value if when is None else Mux(when, value, idle))
-    return sig
-
 
 class _Record:
     """An inter-stage record: a ``StructLayout`` per group of fields, each group one

@@ -263,7 +263,7 @@ class Datapath(wiring.Component):
         buffered = Cat(*[th_ocount[t] != 0 for t in range(T)]).any()
         core_turn = Signal()
         core_go = sig(m, cs.valid & tx.ready.bit_select(cs.payload.color, 1)
-                      & (core_turn | ~buffered), "core_tx_go", 1, when=cs.valid, idle=cs.valid)
+                      & (core_turn | ~buffered), "core_tx_go", 1)
         with m.If(cs.valid):
             m.d.sync += core_turn.eq(~core_go)
         ready = Mux(core_go, 0, tx.ready)

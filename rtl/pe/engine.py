@@ -674,11 +674,9 @@ class TensorEngine(wiring.Component):
                                      for i in range(4)]).any() for t in range(T)]
         in_use = ((launch.valid & launch.ready & names(launch.payload.launch, cd.id))
                   | (l1_valid & names(l1_req.launch, cd.id)) | Cat(*live).any())
-        # Evaluated only while the core asks (rtl.pe.util.sig).
-        # (The idle value must not be ``cd.en`` itself: ``Mux(en, x, en)`` is ``en & x``,
-        # which Verilator computes in full every cycle.)
+        # Evaluated only while the core asks (rtl.pe.util.sig; any register as idle value).
         busy = sig(m, in_use, "core_dsr_busy", 1, when=cd.en, idle=th_active[0])
-        grant = sig(m, cd.en & ~hd.we, "core_dsr_grant", 1, when=cd.en, idle=cd.en)
+        grant = sig(m, cd.en & ~hd.we, "core_dsr_grant", 1)
         m.d.comb += [cd.grant.eq(grant), cd.busy.eq(busy & cd.we)]
         rd_word = Signal(range(DSR_WORDS), reset_less=True)   # read only after a granted read
         for w in range(DSR_WORDS):

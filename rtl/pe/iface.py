@@ -16,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from rtl.pe.regs import ErrorCode, LaunchRequest, TensorOp
+from rtl.pe.regs import ErrorCode, LaunchRequest, TensorOp, layout_fields
 from rtl.wavelet import COLOR_BITS, Wavelet
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "RegionSignature", "ErrorSignature", "QueueReport", "LauncherReport", "EngineReport",
     "DatapathReport", "ConfigReport", "CoreReport", "QUEUE_LEVEL_BITS", "thread_bits",
     "TaskStarted", "ThreadLaunched", "PEDebug", "DEBUG_THREADS", "DEBUG_PULSES",
+    "DEBUG_PULSE_MASK",
 ]
 
 _WAVELET = data.Layout.cast(Wavelet)
@@ -204,8 +205,9 @@ class OutBufferSignature(wiring.Signature):
 class RegionSignature(wiring.Signature):
     """A region of the configuration space (:class:`rtl.pe.regs.Region`), as the decoder
     hands it to the block behind it. ``sel``: the address is in the region (an item id
-    below ``ids``; meaningful only in a cycle with ``we`` or ``re``); ``index`` / ``word``: which item and which of its words; ``we`` / ``re``:
-    the bus strobes, qualified by ``sel``. ``rdata``: the word read, valid in the cycle after
+    below ``ids``; meaningful only in a cycle with ``we`` or ``re``); ``index`` / ``word``:
+    which item and which of its words; ``we`` / ``re``: the bus strobes, qualified by
+    ``sel``. ``rdata``: the word read, valid in the cycle after
     ``re`` (the block registers it or reads a synchronous memory port), held until the next
     read."""
 
@@ -351,3 +353,5 @@ class PEDebug(data.Struct):
 #: The fields of :class:`PEDebug` that are one-cycle events: a recorder keeps every cycle in
 #: which one is set, even when the port's value did not change.
 DEBUG_PULSES = ("start.valid", "launch.valid", "core_done", "retired")
+#: The bits of a :class:`PEDebug` word that hold :data:`DEBUG_PULSES`.
+DEBUG_PULSE_MASK = sum(1 << layout_fields(PEDebug)[name][0] for name in DEBUG_PULSES)

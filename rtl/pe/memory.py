@@ -172,12 +172,9 @@ class PEMemory(wiring.Component):
 
         def bank(addr):
             return addr[:row_bits]
-        # Read only while the core asks (rtl.pe.util.sig): nothing to evaluate otherwise.
-        mem_ok = sig(m, mem.en & ~busy.bit_select(bank(mem.addr), 1), "core_mem_ok", 1,
-                     when=mem.en, idle=mem.en)
+        mem_ok = sig(m, mem.en & ~busy.bit_select(bank(mem.addr), 1), "core_mem_ok", 1)
         fetch_ok = sig(m, fetch.en & ~busy.bit_select(bank(fetch.addr), 1)
-                       & ~(mem.en & (bank(mem.addr) == bank(fetch.addr))), "core_fetch_ok", 1,
-                       when=fetch.en, idle=fetch.en)
+                       & ~(mem.en & (bank(mem.addr) == bank(fetch.addr))), "core_fetch_ok", 1)
         m.d.comb += [mem.grant.eq(mem_ok), fetch.grant.eq(fetch_ok)]
         load = mem_ok & ~mem.we
         fetch_bank = Signal(row_bits, reset_less=True)   # read only after a granted fetch

@@ -119,12 +119,12 @@ class RxQueues(wiring.Component):
         ]
 
         # The core's recv: a pop of one wavelet through the launcher's event, when the
-        # launcher does not pop (evaluated only while the core asks, rtl.pe.util.sig).
+        # launcher does not pop.
         a, b, ln, cr = self.a, self.b, self.launcher, self.core_recv
         c_color = cr.color[:CB]
         c_bound = self.bound.bit_select(c_color, 1)
         c_pop = sig(m, cr.en & ~ln.pop & nonempty.bit_select(c_color, 1) & ~c_bound,
-                    "core_pop", 1, when=cr.en, idle=cr.en)
+                    "core_pop", 1)
         m.d.comb += [cr.grant.eq(c_pop), cr.bad.eq(cr.en & c_bound)]
         l_pop = ln.pop | c_pop
         l_color = Mux(ln.pop, ln.color, cr.color)

@@ -38,7 +38,11 @@ def sig(m, value, name, shape=None, when=None, idle=None):
     With ``when``: ``value`` while ``when`` is high, else ``idle``, a value of no meaning
     (read from a register, not a constant: Verilator keeps such a multiplexer a C++
     conditional, so its model does not compute ``value`` in the cycles without ``when``;
-    with a constant it would compute ``value`` and mask it)."""
+    with a constant it would compute ``value`` and mask it). ``idle`` may not be ``when``
+    itself: ``Mux(c, value, c)`` is ``c & value``, which Verilator computes in full."""
+    if when is not None and idle is when:
+        raise ValueError(f"sig {name!r}: idle is the condition itself (Mux(c, x, c) is "
+                         f"c & x, evaluated every cycle); write the AND, or idle on a register")
     out = Signal(shape if shape is not None else value.shape(), name=name)
     m.d.comb += out.eq(value if when is None else Mux(when, value, idle))
     return out
