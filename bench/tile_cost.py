@@ -3,6 +3,7 @@
     python bench/tile_cost.py                       # this tree, dense + 90 % sparse
     python bench/tile_cost.py --variant no-core     # the PE without its control core
     python bench/tile_cost.py --reductions list     # reductions as launch-list tasks
+    python bench/tile_cost.py --variant gated-clock # the core on a gated clock
 
 Runs ``bench/gemm_fabric.py`` (T = 64, K = 512, N = 64 on 4 x 4, dense and 90 % zero
 weights) under ``valgrind --tool=callgrind``, collecting only inside
@@ -16,8 +17,9 @@ docs/core_pipeline.md section 7.
 ``--variant no-core`` builds the tile from a PE whose control core is not attached (its
 ports tied off, so that Verilator removes the PE's side of them too): the difference to the
 default variant, both with ``--reductions list`` (a PE without a core cannot run code
-tasks), is what an idle core costs the fabric's simulation. The variant exists only here;
-the product always has the core.
+tasks), is what an idle core costs the fabric's simulation. ``--variant gated-clock`` puts
+the core on a clock gated by its ``wake`` output (same cycles; measured slower). The
+variants exist only here: the product has the core, on the PE's clock.
 """
 
 import argparse
@@ -34,15 +36,48 @@ sys.path.insert(0, str(ROOT))
 EVAL = "Vtile___024root___eval(Vtile___024root*)"
 
 
+def _gate_core_clock(pe):
+    """The ``gated-clock`` variant: the core in a clock domain of its own, the PE's clock
+    gated by ``Core.wake`` sampled on the falling edge (a clock-gating cell's latch), with
+    an asynchronous reset (it needs no edge). Same cycles; measured slower (docs/pe.md
+    section 12), so the product does not do it."""
+    from amaranth import ClockDomain, ClockSignal, DomainRenamer, ResetSignal, Signal
+    core_class = pe.Core
+    built = []
+
+    def renamed_core(**params):
+        core = core_class(**params)
+        built.append(core)
+        return DomainRenamer("core")(core)
+    attach = pe.PE._attach_core
+
+    def attach_gated(self, m, blocks):
+        attach(self, m, blocks)
+        core = built.pop()
+        m.domains.core = ClockDomain("core", async_reset=True, local=True)
+        m.domains.core_gate = ClockDomain("core_gate", clk_edge="neg", reset_less=True,
+                                          local=True)
+        enabled = Signal()
+        m.d.core_gate += enabled.eq(core.wake)
+        m.d.comb += [ClockSignal("core_gate").eq(ClockSignal()),
+                     ClockSignal("core").eq(ClockSignal() & enabled),
+                     ResetSignal("core").eq(ResetSignal())]
+    pe.Core = renamed_core
+    pe.PE._attach_core = attach_gated
+
+
 def _child(variant, reductions):
-    """Inside valgrind: run the GEMM bench (optionally without the core)."""
-    if variant == "no-core":
+    """Inside valgrind: run the GEMM bench (the PE as built, or a variant)."""
+    if variant != "core":
         from rtl import fabric
         from rtl.pe import pe
-        pe.PE._attach_core = lambda self, m, blocks: None
+        if variant == "no-core":
+            pe.PE._attach_core = lambda self, m, blocks: None
+        else:
+            _gate_core_clock(pe)
         # The converted tile is cached by the hash of the RTL sources: tell this one apart.
         source_digest = fabric._source_digest
-        fabric._source_digest = lambda *args: (source_digest(*args), "no-core")
+        fabric._source_digest = lambda *args: (source_digest(*args), variant)
     sys.path.insert(0, str(ROOT / "bench"))
     import gemm_fabric
     gemm_fabric.main(["--no-progress", "--reductions", reductions])
@@ -84,7 +119,8 @@ def measure(variant, reductions, keep=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=("core", "no-core"), default="core")
+    parser.add_argument("--variant", choices=("core", "no-core", "gated-clock"),
+                        default="core")
     parser.add_argument("--reductions", choices=("code", "list"), default="code")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the callgrind files in DIR (build the tile model with "

@@ -449,6 +449,7 @@ class Core(wiring.Component):
             "retired": Out(1),
             "active": Out(1),
             "stall_bank": Out(1),
+            "wake": Out(1),
         })
 
     @property
@@ -763,6 +764,10 @@ class Core(wiring.Component):
 
         busy = Signal()
         m.d.comb += busy.eq(running | s_pend | w_valid)
+        # Every register and register-file write of the core happens under ``wake``: a PE
+        # could stop the core's clock while it is low (measured: bench/tile_cost.py
+        # --variant gated-clock, docs/pe.md section 12).
+        m.d.comb += self.wake.eq(busy | self.start.valid | self.restart | self.gpr.we)
         with m.If(busy | start_fire | self.restart):
             m.d.sync += [s_pend.eq(start_fire), launched.eq(self.launch.valid
                                                             & self.launch.ready)]
