@@ -24,7 +24,8 @@ __all__ = [
     "is_nan16", "is_nan32",
     "f16_to_f32", "f32_to_f16",
     "add16", "sub16", "mul16", "fmac16", "max16", "neg16",
-    "add32", "sub32", "mul32", "fmac32", "max32", "neg32",
+    "add32", "sub32", "mul32", "fmac32", "max32", "min32", "neg32", "copysign32", "rsqe32",
+    "RSQE_MAGIC",
     "fmac_mixed",
     "special_values16", "special_values32",
 ]
@@ -315,6 +316,42 @@ def max32(a32, b32):
     a32, b32 = _args32(a32=a32, b32=b32)
     nan = ((a32 & _ABS32) > _EXP32) | ((b32 & _ABS32) > _EXP32)
     return _max(a32, b32, _SIGN32, nan, NAN32, np.uint32)
+
+
+def min32(a32, b32):
+    """FP32 minimum: canonical NaN if either is NaN, ``min(-0, +0) = -0``, else the smaller."""
+    a32, b32 = _args32(a32=a32, b32=b32)
+    nan = ((a32 & _ABS32) > _EXP32) | ((b32 & _ABS32) > _EXP32)
+    # min(a, b) = -max(-a, -b) on the total order (the sign flip maps it onto itself).
+    return (_max(a32 ^ _SIGN32, b32 ^ _SIGN32, _SIGN32, nan, NAN32 ^ _SIGN32, np.uint32)
+            ^ np.uint32(_SIGN32)).astype(np.uint32)
+
+
+def copysign32(a32, b32):
+    """FP32 ``|a|`` with the sign of ``b``; canonical NaN if either is NaN."""
+    a32, b32 = _args32(a32=a32, b32=b32)
+    nan = ((a32 & _ABS32) > _EXP32) | ((b32 & _ABS32) > _EXP32)
+    return np.where(nan, NAN32, (a32 & _ABS32) | (b32 & _SIGN32)).astype(np.uint32)
+
+
+RSQE_MAGIC = 0x5F3759DF
+"""The constant of the reciprocal-square-root estimate :func:`rsqe32`."""
+
+
+def rsqe32(a32):
+    """FP32 reciprocal-square-root estimate: ``RSQE_MAGIC - (a >> 1)`` on the bits of a
+    positive finite non-zero ``a`` (within 3.5 % of ``1/sqrt(a)`` for normal ``a``);
+    ``+inf`` for ``+0``, ``-inf`` for ``-0``, ``+0`` for ``+inf``, the canonical NaN for a NaN
+    or a negative ``a``. A seed for Newton steps (golden/nonlinear.py), not a rounding."""
+    (a32,) = _args32(a32=a32)
+    a = a32.astype(np.int64)
+    mag = a & _ABS32
+    neg = (a & _SIGN32) != 0
+    out = (RSQE_MAGIC - (a >> 1)) & 0xFFFFFFFF
+    out = np.where(mag == _EXP32, 0, out)
+    out = np.where(mag == 0, _EXP32 | (a & _SIGN32), out)
+    out = np.where((mag > _EXP32) | (neg & (mag != 0)), NAN32, out)
+    return out.astype(np.uint32)
 
 
 def neg32(a32):

@@ -355,12 +355,14 @@ def _round_and_pack(m, fmt, sign, exp, sig, name, exp_offset):
 
 # --- combinational cores for inline use -----------------------------------------------------
 
-def fp_max(m, fmt, a, b, *, when=None, idle=None):
+def fp_max(m, fmt, a, b, *, minimum=0, when=None, idle=None):
     """Build ``max(a, b)`` on raw ``fmt`` bits into ``m``; return the result value.
 
     Canonical NaN if either operand is a NaN; ``max(-0, +0) = +0``; otherwise the larger.
-    With ``when`` (and ``idle``, not a constant): the result is needed only while ``when``
-    is high, and is ``idle`` otherwise, which Verilator's model does not compute.
+    ``minimum`` (a constant or a 1-bit value): the smaller instead (``min(-0, +0) = -0``),
+    on the same comparator. With ``when`` (and ``idle``, not a constant): the result is
+    needed only while ``when`` is high, and is ``idle`` otherwise, which Verilator's model
+    does not compute.
     """
     _check_format(fmt, "fmt")
 
@@ -369,7 +371,36 @@ def fp_max(m, fmt, a, b, *, when=None, idle=None):
 
     with _evaluated_when(when, idle):
         return _wire(m, Mux(fmt.is_nan(a) | fmt.is_nan(b), fmt.nan_bits,
-                            Mux(order_key(a) >= order_key(b), a, b)), "max_result", fmt.width)
+                            Mux((order_key(a) >= order_key(b)) ^ minimum, a, b)),
+                     "max_result", fmt.width)
+
+
+def fp_copysign(m, fmt, a, b, *, when=None, idle=None):
+    """Build ``|a|`` with the sign of ``b`` on raw ``fmt`` bits into ``m``; canonical NaN if
+    either operand is a NaN. ``when``, ``idle``: as for :func:`fp_max`."""
+    _check_format(fmt, "fmt")
+    with _evaluated_when(when, idle):
+        return _wire(m, Mux(fmt.is_nan(a) | fmt.is_nan(b), fmt.nan_bits,
+                            Cat(a[:fmt.width - 1], fmt.sign(b))), "copysign_result", fmt.width)
+
+
+#: The reciprocal-square-root estimate's constant (golden/fp.py: ``RSQE_MAGIC``).
+RSQE_MAGIC = 0x5F3759DF
+
+
+def fp_rsqrt_estimate(m, a, *, when=None, idle=None):
+    """Build the FP32 reciprocal-square-root estimate of raw FP32 ``a`` into ``m``:
+    ``RSQE_MAGIC - (a >> 1)`` on the bits for a positive finite non-zero ``a`` (within
+    3.5 % of ``1/sqrt(a)`` for normal ``a``), ``+inf`` for ``+0``, ``-inf`` for ``-0``,
+    ``+0`` for ``+inf`` and the canonical NaN for a NaN or a negative ``a``.
+    ``when``, ``idle``: as for :func:`fp_max`."""
+    fmt = FP32
+    with _evaluated_when(when, idle):
+        special = Mux(fmt.is_nan(a) | (fmt.sign(a) & ~fmt.is_zero(a)), fmt.nan_bits,
+                      Mux(fmt.is_zero(a), Cat(Const(fmt.inf_bits, 31), fmt.sign(a)), 0))
+        general = fmt.is_zero(a) | fmt.sign(a) | fmt.is_nan(a) | fmt.is_inf(a)
+        return _wire(m, Mux(general, special, (RSQE_MAGIC - (a >> 1))[:32]),
+                     "rsqe_result", 32)
 
 
 def fp_neg(m, fmt, a, *, when=None, idle=None):

@@ -20,7 +20,7 @@ SRAM is 12288 words (0x0..0xBFFC, 8 banks: word w in bank w % 8).
 
 from dataclasses import dataclass, field
 
-from rtl.pe.regs import ErrorCode
+from rtl.pe.regs import ErrorCode, TensorOp
 
 __all__ = ["CoreCase", "CASES", "ILLEGAL_WORDS", "SRAM_BYTES", "case_by_name"]
 
@@ -128,7 +128,7 @@ ILLEGAL_WORDS = {
     0xA8000018: "send on color 24",
     0xB4000020: "tact of task 32",
     0xB803FFFF: "tblk with a negative immediate",
-    0xDC000000: "tensor launch of op 7 (undefined)",
+    0xC0000000 | (len(TensorOp) << 26): f"tensor launch of op {len(TensorOp)} (undefined)",
     0xFC000000: "tensor launch of op 15 (undefined)",
 }
 
@@ -806,6 +806,29 @@ t10:    mv   r8, r1
         {**_SETUP_REGS, 5: 0x3E003800, 6: 0xC4004400, 7: 0x3C003800, 8: 0x5000C200,
          9: 0x40003C00, 10: 0x48004200, 11: 0xC000BC00, 12: 0xC400C200},
         mem={**_TENSOR_INPUT_MEM, 0x410: 0xC000BC00, 0x414: 0xC400C200}),
+    CoreCase(
+        "tensor_min_sign_seed", "t.fmin, t.fcpsgn and t.frsqe (b = -) on FP16 MEM tensors",
+        _DSR_SETUP + """
+        t.fmin Y, A, B
+        twait
+        lw   r5, 0x410(r0)
+        lw   r6, 0x414(r0)
+        t.fcpsgn Y, A, B
+        twait
+        lw   r7, 0x410(r0)
+        lw   r8, 0x414(r0)
+        t.frsqe Y, A, -
+        twait
+        lw   r9, 0x410(r0)
+        lw   r10, 0x414(r0)
+        halt
+        """ + _TENSOR_DATA,
+        # min(a, b) = [0.5, 0.5, -1, 4]; |a| with b's sign = [1, 2, -3, 4];
+        # the estimate of 1/sqrt(a): FP32 bits 0x5F3759DF - (a >> 1) = 0x3F7759DF (0.9662),
+        # 0x3F3759DF (0.7163), 0x3F1759DF (0.5912), 0x3EF759DF (0.4831), rounded to FP16
+        {**_SETUP_REGS, 5: 0x38003800, 6: 0x4400BC00, 7: 0x40003C00, 8: 0x4400C200,
+         9: 0x39BB3BBB, 10: 0x37BB38BB},
+        mem={**_TENSOR_INPUT_MEM, 0x410: 0x39BB3BBB, 0x414: 0x37BB38BB}),
     CoreCase(
         "tensor_fmac_acc", "t.fmac into the accumulator cache with the scalar from rs "
                            "(2.0), then t.fmov of the FP32 accumulators to an FP32 tensor",

@@ -32,6 +32,7 @@ import numpy as np
 
 from rtl.pe.asm import assemble
 from rtl.pe.isa import INSNS, Format
+from rtl.pe.ops import OPS
 from rtl.pe.regs import DSR_NONE, DSR_WAVELET, DSR_WORDS, DType, Kind, TensorOp, encode_dsr
 from rtl.wavelet import NUM_COLORS
 from tb.pe_cases import random_bits16
@@ -58,7 +59,7 @@ DATA_POINTER = DATA_BASE + 2 * DATA_WORDS   # r15: offsets -0x200 .. 0x1fc reach
 R_ALU = [i.mnemonic for i in INSNS if i.fmt == Format.R and i.alu is not None]
 I_ALU = [i.mnemonic for i in INSNS if i.fmt == Format.I and i.alu is not None]
 BRANCHES = [i.mnemonic for i in INSNS if i.branch is not None]
-UNARY = (TensorOp.FMOV, TensorOp.FNEG)
+UNARY = tuple(op for op, info in OPS.items() if not info.uses_b)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import random
 import numpy as np
 
 from golden import fp
+from rtl.pe.ops import OPS
 from rtl.pe.regs import DSR_NONE, DSR_WAVELET, DType, ErrorCode, Kind, TensorOp
 from tb.pe_model import PEConfig, PEModel, PEModelError, _decode_dsr
 
@@ -32,7 +33,7 @@ ACC_WORDS = 64
 SRC_KINDS = ["MEM16", "MEM32", "ACC", "FIN16", "FIN32", "SCALAR16", "SCALAR32", "WAVELET",
              "FIFO16", "FIFO32"]
 DST_KINDS = ["MEM16", "MEM32", "ACC", "FOUT16", "FOUT32", "NULL", "FIFO16", "FIFO32"]
-BINARY = (TensorOp.FADD, TensorOp.FSUB, TensorOp.FMUL, TensorOp.FMAC, TensorOp.FMAX)
+BINARY = tuple(op for op, info in OPS.items() if info.uses_b)
 
 # SRAM regions (FP16 addresses) and accumulator-cache regions (words) per role.
 SRAM_REGION = {"a": 0x0000, "b": 0x0800, "dst": 0x1000}
@@ -307,7 +308,7 @@ class _ChainModel(PEModel):
                 ops[role] = self._operand(role, ident, e, data, index, True)
             except PEModelError:
                 return super().launch(e, data, index)   # the model raises the error
-        if e["op"] in (TensorOp.FMOV, TensorOp.FNEG):
+        if e["op"] not in BINARY:
             ops.pop("b", None)
 
         def cells(o):

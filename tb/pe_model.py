@@ -328,6 +328,12 @@ class PEModel:
             res = fp.max32(va, vb)
         elif opc == TensorOp.FNEG:
             res = fp.neg32(va)
+        elif opc == TensorOp.FMIN:
+            res = fp.min32(va, vb)
+        elif opc == TensorOp.FCPSGN:
+            res = fp.copysign32(va, vb)
+        elif opc == TensorOp.FRSQE:
+            res = fp.rsqe32(va)
         else:
             raise PEModelError(ErrorCode.BAD_OPERAND, f"op {opc}")
         res = np.asarray(res, dtype=np.uint32)

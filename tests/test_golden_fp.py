@@ -145,6 +145,30 @@ def ref_max(fmt):
     return maximum
 
 
+def ref_min(fmt):
+    def minimum(a, b):
+        x, y = decode(a, fmt), decode(b, fmt)
+        if x[0] == NAN or y[0] == NAN:
+            return fmt.nan
+
+        def order(v):  # (value, sign rank) so that -0 sorts below +0
+            if v[0] == INF:
+                return (float("-inf") if v[1] else float("inf"), 0)
+            return (signed(v), -v[1])
+        return int(a) if order(x) <= order(y) else int(b)
+    return minimum
+
+
+def ref_copysign(fmt):
+    def copysign(a, b):
+        x, y = decode(a, fmt), decode(b, fmt)
+        if x[0] == NAN or y[0] == NAN:
+            return fmt.nan
+        magnitude = int(a) & ((1 << (fmt.width - 1)) - 1)
+        return magnitude | (int(b) & (1 << (fmt.width - 1)))
+    return copysign
+
+
 def ref_neg(fmt):
     def neg(a):
         x = decode(a, fmt)
@@ -229,6 +253,8 @@ BINARY_OPS = [
     ("sub32", fp.sub32, ref_sub(F32), F32),
     ("mul32", fp.mul32, ref_mul(F32), F32),
     ("max32", fp.max32, ref_max(F32), F32),
+    ("min32", fp.min32, ref_min(F32), F32),
+    ("copysign32", fp.copysign32, ref_copysign(F32), F32),
 ]
 FMA_OPS = [
     ("fmac16", fp.fmac16, ref_fma(F16, F16), F16, F16),
@@ -399,3 +425,33 @@ def test_bad_broadcast_names_arguments():
         fp.fmac_mixed(np.zeros(3, np.uint32), np.zeros(4, np.uint16), 0)
     with pytest.raises(ValueError, match="a32, b32 do not broadcast"):
         fp.add32(np.zeros(2, np.uint32), np.zeros(5, np.uint32))
+
+
+# --- the reciprocal-square-root estimate (a Newton seed) ----------------------------------
+
+def test_rsqe32_specials_and_formula():
+    """rsqe32 on the special classes, by its definition written out per value."""
+    values = fp.special_values32()
+    got = fp.rsqe32(values)
+    for v, g in zip(values.tolist(), got.tolist()):
+        sign, mag = v >> 31, v & 0x7FFFFFFF
+        if mag > 0x7F800000 or (sign and mag):
+            want = fp.NAN32
+        elif mag == 0:
+            want = 0x7F800000 | (sign << 31)
+        elif mag == 0x7F800000:
+            want = 0
+        else:
+            want = (fp.RSQE_MAGIC - (v >> 1)) & 0xFFFFFFFF
+        assert g == want, (hex(v), hex(g), hex(want))
+
+
+def test_rsqe32_is_within_its_bound_on_normals():
+    """Within 3.5 % of 1/sqrt(x) on every normal FP32 exponent and a spread of fractions
+    (the bound the Newton steps of golden/nonlinear.py are sized for)."""
+    rng = np.random.default_rng(7)
+    bits = ((rng.integers(1, 255, 20000) << 23) | rng.integers(0, 1 << 23, 20000))
+    x = bits.astype(np.uint32)
+    est = fp.rsqe32(x).view(np.float32).astype(np.float64)
+    true = 1.0 / np.sqrt(x.view(np.float32).astype(np.float64))
+    assert np.max(np.abs(est / true - 1)) < 0.035

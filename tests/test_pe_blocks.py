@@ -244,7 +244,8 @@ def test_core_launch_and_core_ops_pending(core_bit):
 def test_ops_table_matches_the_model():
     assert list(OPS) == list(R.TensorOp)
     assert {o for o, i in OPS.items() if i.uses_b} == {
-        R.TensorOp.FADD, R.TensorOp.FSUB, R.TensorOp.FMUL, R.TensorOp.FMAC, R.TensorOp.FMAX}
+        R.TensorOp.FADD, R.TensorOp.FSUB, R.TensorOp.FMUL, R.TensorOp.FMAC, R.TensorOp.FMAX,
+        R.TensorOp.FMIN, R.TensorOp.FCPSGN}
     assert [o for o, i in OPS.items() if i.uses_s] == [R.TensorOp.FMAC]
     assert [o for o, i in OPS.items() if not i.fp16_dst] == [R.TensorOp.FMAC]
     assert all((i.unit == Unit.FMA) == (i.fma is not None) for i in OPS.values())

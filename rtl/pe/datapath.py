@@ -21,7 +21,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from rtl.fp import FP32, FMAUnit, f16_to_f32, f32_to_f16, fp_max, fp_neg
+from rtl.fp import (FP32, FMAUnit, f16_to_f32, f32_to_f16, fp_copysign, fp_max, fp_neg,
+                    fp_rsqrt_estimate)
 from rtl.link import LinkSignature
 from rtl.pe import ops as O
 from rtl.pe.iface import (READ_STAGE_FIELDS, AccWriteSignature, DatapathReport,
@@ -180,15 +181,22 @@ class Datapath(wiring.Component):
         alt_sel1 = O.op_where(r_op, lambda o: o.unit == O.Unit.ALT)
         alt_op = {info.alt: info.op for info in O.OPS.values() if info.unit == O.Unit.ALT}
         is_max = O.op_is(r_op, alt_op[O.Alt.MAX])
+        is_min = O.op_is(r_op, alt_op[O.Alt.MIN])
+        is_minmax = sig(m, is_max | is_min, "alt_minmax")
         is_neg = O.op_is(r_op, alt_op[O.Alt.NEG])
+        is_cps = O.op_is(r_op, alt_op[O.Alt.CPSGN])
+        is_rsqe = O.op_is(r_op, alt_op[O.Alt.RSQE])
         delays = range(2, 2 + FMAUnit.latency)
         alt = {k: [Signal(32, name=f"alt{k}_{i}", reset_less=True) for i in range(4)]
                for k in delays}
         alt_sel = {k: Signal(name=f"altsel{k}", reset_less=True) for k in delays}
         for i in range(4):
-            mx = fp_max(m, FP32, wa[i], wb[i], when=is_max, idle=wa[i])
+            mx = fp_max(m, FP32, wa[i], wb[i], minimum=is_min, when=is_minmax, idle=wa[i])
             ng = fp_neg(m, FP32, wa[i], when=is_neg, idle=wa[i])
-            v = Mux(is_max, mx, Mux(is_neg, ng, Mux(raw1, raw_a[i], wa[i])))
+            cs = fp_copysign(m, FP32, wa[i], wb[i], when=is_cps, idle=wa[i])
+            rq = fp_rsqrt_estimate(m, wa[i], when=is_rsqe, idle=wa[i])
+            v = Mux(is_minmax, mx, Mux(is_neg, ng, Mux(is_cps, cs, Mux(
+                is_rsqe, rq, Mux(raw1, raw_a[i], wa[i])))))
             m.d.sync += alt[delays[0]][i].eq(v)
             for k in delays[1:]:
                 m.d.sync += alt[k][i].eq(alt[k - 1][i])

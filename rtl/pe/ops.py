@@ -36,10 +36,13 @@ class Unit(py_enum.Enum):
 
 
 class Alt(py_enum.Enum):
-    """What the MOV/MAX/NEG path does."""
+    """What the MOV/MAX/NEG path (the path beside the FMA) does."""
     MOV = "mov"     #: the widened source (a conversion), or its bits when the types agree
     MAX = "max"
     NEG = "neg"
+    MIN = "min"     #: the MAX comparator, the other operand picked
+    CPSGN = "cpsgn"  #: |a| with the sign of b
+    RSQE = "rsqe"   #: reciprocal-square-root estimate (rtl.fp.fp_rsqrt_estimate)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ OPS = {info.op: info for info in (
            fp16_dst=False),
     OpInfo(TensorOp.FMAX, uses_b=True, uses_s=False, unit=Unit.ALT, alt=Alt.MAX),
     OpInfo(TensorOp.FNEG, uses_b=False, uses_s=False, unit=Unit.ALT, alt=Alt.NEG),
+    OpInfo(TensorOp.FMIN, uses_b=True, uses_s=False, unit=Unit.ALT, alt=Alt.MIN),
+    OpInfo(TensorOp.FCPSGN, uses_b=True, uses_s=False, unit=Unit.ALT, alt=Alt.CPSGN),
+    OpInfo(TensorOp.FRSQE, uses_b=False, uses_s=False, unit=Unit.ALT, alt=Alt.RSQE),
 )}
 assert list(OPS) == list(TensorOp), "OPS must list every TensorOp in encoding order"
 

@@ -89,6 +89,9 @@ class TensorOp(enum.Enum, shape=4):
     FMAC = 4   #: dst = a + b * s (AXPY form, fused, one rounding)
     FMAX = 5   #: dst = max(a, b)
     FNEG = 6   #: dst = -a
+    FMIN = 7   #: dst = min(a, b)
+    FCPSGN = 8  #: dst = |a| with the sign of b
+    FRSQE = 9  #: dst = the reciprocal-square-root estimate of a (a Newton seed)
 
 
 class ErrorCode(enum.Enum, shape=5):
