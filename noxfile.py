@@ -6,6 +6,7 @@
     nox -s sim         a mapped GEMM on the simulated fabric, with its report
     nox -s gpt         a mapped GPT layer on the simulated fabric, with its report
     nox -s lockstep    10,000 random programs on the RTL core in lockstep with the ISS
+    nox -s nonlinear   exp, 1/x, 1/sqrt(x), GELU over every FP16 input, on the RTL PE
 """
 
 import os
@@ -74,3 +75,12 @@ def lockstep(session):
     _install(session)
     session.run("python", "bench/core_lockstep.py", "--count", "10000", "--jobs", _workers(),
                 *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def nonlinear(session):
+    """exp, 1/x, 1/sqrt(x), GELU: accuracy over all 65,536 FP16 inputs and every input on
+    the RTL PE bit for bit against the golden model (tests/test_nonlinear_rtl.py runs a
+    sample); figures in docs/nonlinear.md."""
+    _install(session)
+    session.run("python", "bench/nonlinear.py", "--rtl", *session.posargs)

@@ -2,11 +2,14 @@
 
 :func:`compile_kernel` lays a :class:`golden.nonlinear.Kernel` out in one PE: its code from
 SRAM byte 0, then the FP16 input ``x``, the FP16 output ``y`` and the FP32 temporaries, each
-``n`` elements, each a MEM DSR the host configures; two SCALAR DSRs (``K_AB`` for a constant
-``a`` or ``b``, ``K_S`` for FMAC's scalar) whose value word the code writes before the launch
-that reads it. Each step becomes one ``t.<op>`` followed by ``twait`` (every step reads the
-previous one's result, and a constant DSR may be rewritten only when no launch uses it); the
-code ends with ``tend``, so it runs as a code task started by a wavelet or by the host.
+``n`` elements, each a MEM DSR the host configures, and a SCALAR DSR per distinct constant.
+Each step becomes one ``t.<op>`` launch and nothing else (``li`` of the modifier register
+before an FMAC whose scalar DSR differs from the last one's): the tensor engine orders
+dependent operations itself (docs/pe.md section 8: a launch that reads or writes what a live
+older one writes waits for it, element group by element group), so the launches run ahead
+of the datapath and the micro-threads chain back to back. One ``twait`` at the end (the last
+step has written ``y``), then ``tend``: the code runs as a code task started by a wavelet or
+by the host.
 
 The RTL runs exactly the steps golden/nonlinear.py executes, so its output is bit-exact with
 :func:`golden.nonlinear.run` (tests/test_nonlinear_rtl.py; docs/nonlinear.md).
@@ -19,11 +22,11 @@ from rtl.pe.asm import assemble
 from rtl.pe.isa import LaunchModifier
 from rtl.pe.regs import LEN_BITS, DType, Kind, PEParams, dsr_addr, encode_dsr
 
-__all__ = ["KernelProgram", "compile_kernel", "MAX_ELEMENTS"]
+__all__ = ["KernelProgram", "compile_kernel", "allocate", "MAX_ELEMENTS"]
 
 #: Elements per launch: one tensor dimension.
 MAX_ELEMENTS = (1 << LEN_BITS) - 1
-_ALIGN = 64          # buffer bases in FP16 elements (FP32 buffers need even ones)
+_ALIGN = 64          # the first buffer's base, in FP16 elements
 
 
 @dataclass
@@ -34,8 +37,9 @@ class KernelProgram:
     program: object              #: the assembled rtl.pe.asm.Program (code at byte 0)
     source: str                  #: its assembly text
     bases: dict                  #: buffer -> base, in FP16 elements
-    dsrs: dict                   #: buffer (and "K_AB", "K_S") -> DSR id
+    dsrs: dict                   #: buffer (and "const <value>") -> DSR id
     config: list                 #: (PE cfg address, word): the DSRs the host writes
+    steps: list                  #: the kernel's steps on the PE's buffers (see allocate)
 
     @property
     def x_byte(self):
@@ -74,6 +78,74 @@ def _round_up(v, m):
     return (v + m - 1) // m * m
 
 
+def _vector_sources(st):
+    return [o for o in (st.a, st.b) if o is not None and not isinstance(o, Const)]
+
+
+def allocate(kern, banks=8):
+    """Rename ``kern``'s buffers so that no step meets an SRAM bank conflict in its steady
+    state: every step writes a fresh value (no step writes a buffer it reads), and the value
+    goes to an FP32 buffer whose bank pair (``base`` in words mod ``banks``, in pairs) differs
+    from the pairs of the step's sources and of the values it will later be read beside.
+
+    Why (docs/pe.md section 4.1): an FP32 operation reads two words of each source and writes
+    two words of its destination per issue, the write 4 issues after the read, so a source
+    and a destination on one bank pair collide in every cycle, as in-place steps always do;
+    two sources on one pair collide too. With ``banks / 2`` pairs and at most three vector
+    operands per step, distinct pairs exist. ``x`` and ``y`` (FP16, one word per issue) keep
+    their buffers. The renaming changes no value: each step computes what it computed.
+
+    Returns ``(steps, buffers, pairs)``: the renamed steps, ``{buffer: DType}`` and
+    ``{buffer: bank pair}``.
+    """
+    npairs = banks // 2
+    steps = kern.steps
+    if any(st.dst == "y" for st in steps[:-1]) or steps[-1].dst != "y":
+        raise ValueError(f"{kern.name}: only the last step may write y")
+    # Values: one per step (its result); the operands name the values they read.
+    current = {"x": "x"}
+    uses = {}                          # value -> step indices reading it
+    reads = []
+    for i, st in enumerate(steps):
+        srcs = []
+        for o in _vector_sources(st):
+            if o not in current:
+                raise ValueError(f"{kern.name}: step {i} reads {o!r} before it is written")
+            srcs.append(current[o])
+            uses.setdefault(current[o], []).append(i)
+        reads.append(srcs)
+        current[st.dst] = "y" if i == len(steps) - 1 else f"v{i}"
+    last_use = {v: max(idx) for v, idx in uses.items()}
+    pairs = {"x": 0, "y": 1}
+    holder = {}                        # physical FP32 buffer -> the value it holds
+    phys = {"x": "x", "y": "y"}        # value -> physical buffer
+    buffers = {"x": DType.FP16, "y": DType.FP16}
+    new_steps = []
+    for i, st in enumerate(steps):
+        src_vals = reads[i]
+        value = "y" if i == len(steps) - 1 else f"v{i}"
+        if value != "y":
+            avoid = {pairs[phys[v]] for v in src_vals}
+            # ...and the pairs of the values this one is read beside later.
+            for j in uses.get(value, []):
+                avoid |= {pairs[phys[v]] for v in reads[j] if v != value and v in phys}
+            free = [b for b, held in holder.items()
+                    if held is None or last_use.get(held, -1) < i]
+            choice = next((b for b in free if pairs[b] not in avoid), None)
+            if choice is None:
+                choice = f"t{len(holder)}"
+                wanted = [p for p in range(npairs) if p not in avoid] or [0]
+                pairs[choice] = wanted[len(holder) % len(wanted)]
+                buffers[choice] = DType.FP32
+            holder[choice] = value
+            phys[value] = choice
+        ops = iter(phys[v] for v in src_vals)
+        a = st.a if isinstance(st.a, Const) else next(ops)
+        b = st.b if st.b is None or isinstance(st.b, Const) else next(ops)
+        new_steps.append(type(st)(st.op, phys[value], a, b, st.s))
+    return new_steps, buffers, pairs
+
+
 def compile_kernel(kern, n, *, pe=None):
     """Compile ``kern`` (a :class:`Kernel` or its name) for vectors of ``n`` elements on the
     PE ``pe`` (default: the fabric's PE). Errors name the kernel and what does not fit."""
@@ -83,49 +155,44 @@ def compile_kernel(kern, n, *, pe=None):
     if not 1 <= n <= MAX_ELEMENTS:
         raise ValueError(f"{kern.name}: n = {n}: a vector is 1..{MAX_ELEMENTS} elements "
                          f"(one tensor dimension)")
-    names = list(kern.buffers)
+    steps, buffer_types, pairs = allocate(kern, pe.banks)
+    names = list(buffer_types)
+    consts = kern.constants()
     dsrs = {b: i for i, b in enumerate(names)}
-    dsrs["K_AB"], dsrs["K_S"] = len(names), len(names) + 1
-    if len(names) + 2 > pe.num_dsrs:
-        raise ValueError(f"{kern.name}: {len(names)} buffers and 2 constants need "
-                         f"{len(names) + 2} DSRs; the PE has {pe.num_dsrs}")
-    rm_s = LaunchModifier.const({"s_dsr": 1, "s": dsrs["K_S"]}).as_bits()
+    const_dsr = {c.bits: len(names) + i for i, c in enumerate(consts)}
+    if len(names) + len(consts) > pe.num_dsrs:
+        raise ValueError(f"{kern.name}: {len(names)} buffers and {len(consts)} constants "
+                         f"need {len(names) + len(consts)} DSRs; the PE has {pe.num_dsrs}")
 
-    def operand(o, loaded):
+    def operand(o):
         if o is None:
-            return "-", []
-        if isinstance(o, Const):
-            if loaded.get("K_AB") == o.bits:
-                return str(dsrs["K_AB"]), []
-            loaded["K_AB"] = o.bits
-            return str(dsrs["K_AB"]), [f"li r5, {o.bits:#x}", f"dsrw r5, {dsrs['K_AB']}, 1"]
-        return str(dsrs[o]), []
+            return "-"
+        return str(const_dsr[o.bits] if isinstance(o, Const) else dsrs[o])
 
-    lines = [f"# {kern.name}: {kern.doc}" if kern.doc else f"# {kern.name}",
-             f"li r7, {rm_s:#x}          # rm: FMAC scalar from DSR {dsrs['K_S']}"]
-    loaded = {}
-    for i, st in enumerate(kern.steps):
-        a, pre_a = operand(st.a, loaded)
-        b, pre_b = operand(st.b, loaded)
-        lines += pre_a + pre_b
+    lines = [f"# {kern.name}: {kern.doc}" if kern.doc else f"# {kern.name}"]
+    rm_loaded = None
+    for i, st in enumerate(steps):
         rm = "r0"
         if st.s is not None:
-            if loaded.get("K_S") != st.s.bits:
-                loaded["K_S"] = st.s.bits
-                lines += [f"li r6, {st.s.bits:#x}", f"dsrw r6, {dsrs['K_S']}, 1"]
+            value = LaunchModifier.const({"s_dsr": 1, "s": const_dsr[st.s.bits]}).as_bits()
+            if value != rm_loaded:
+                lines.append(f"li r7, {value:#x}          # rm: FMAC scalar from DSR "
+                             f"{const_dsr[st.s.bits]} ({st.s})")
+                rm_loaded = value
             rm = "r7"
-        lines += [f"t.{st.op.name.lower()} {dsrs[st.dst]}, {a}, {b}, r0, {rm}"
-                  f"    # {i}: {st.text()}", "twait"]
-    lines.append("tend")
+        lines.append(f"t.{st.op.name.lower()} {dsrs[st.dst]}, {operand(st.a)}, "
+                     f"{operand(st.b)}, r0, {rm}    # {i}: {st.text()}")
+    lines += ["twait                   # the last step has written y", "tend"]
     source = "\n".join(lines) + "\n"
     program = assemble(source)
 
-    # Data after the code: x, y, then the temporaries.
+    # Data after the code: x, y, then the temporaries, each base on its bank pair.
     bases, at = {}, _round_up(2 * len(program.words), _ALIGN)
+    span = 2 * pe.banks                # FP16 elements per round of the banks
     for b in names:
+        at = _round_up(at, span) + 4 * pairs[b]
         bases[b] = at
-        size = n * (2 if kern.buffers[b] == DType.FP32 else 1)
-        at = _round_up(at + size, _ALIGN)
+        at += n * (2 if buffer_types[b] == DType.FP32 else 1)
     halves = 2 * pe.sram_words
     if at > halves:
         raise ValueError(f"{kern.name}: n = {n} needs {at} FP16 elements of SRAM (code "
@@ -133,10 +200,10 @@ def compile_kernel(kern, n, *, pe=None):
                          f"{halves}")
     config = []
     for b in names:
-        words = encode_dsr(Kind.MEM, dtype=kern.buffers[b], base=bases[b], dims=((n, 1),))
+        words = encode_dsr(Kind.MEM, dtype=buffer_types[b], base=bases[b], dims=((n, 1),))
         config += [(dsr_addr(dsrs[b], w, pe=pe), v) for w, v in enumerate(words)]
-    for k in ("K_AB", "K_S"):
-        words = encode_dsr(Kind.SCALAR, dtype=DType.FP32, value=0)
-        config += [(dsr_addr(dsrs[k], w, pe=pe), v) for w, v in enumerate(words)]
-    return KernelProgram(kern, n, program, source, bases, dsrs, config)
-
+    for c in consts:
+        words = encode_dsr(Kind.SCALAR, dtype=DType.FP32, value=c.bits)
+        config += [(dsr_addr(const_dsr[c.bits], w, pe=pe), v) for w, v in enumerate(words)]
+    dsrs.update({f"const {c}": const_dsr[c.bits] for c in consts})
+    return KernelProgram(kern, n, program, source, bases, dsrs, config, steps)

@@ -32,8 +32,7 @@ from tb.pe_driver import PEBench
 from rtl.wavelet import unpack
 
 #: Counters every result reports.
-COUNTERS = (Counter.CYCLES, Counter.CORE_RETIRED, Counter.CORE_ACTIVE,
-            Counter.STALL_CORE_BANK, Counter.LAUNCHES, Counter.TASKS, Counter.ERRORS)
+COUNTERS = tuple(Counter)
 #: Cycles the PE must stay idle (``busy`` low) before a run counts as finished.
 IDLE_CYCLES = 3
 

@@ -9,7 +9,7 @@ import pytest
 
 from golden import fp
 from golden import nonlinear as N
-from gpt_mapping.kernels import compile_kernel
+from gpt_mapping.kernels import allocate, compile_kernel
 from rtl.pe.regs import DType, PEParams, TensorOp
 
 
@@ -95,3 +95,20 @@ def test_compile_errors_name_the_kernel_and_the_limit():
         N.kernel("softplus")
     with pytest.raises(TypeError, match="x16"):
         N.run("exp", np.zeros(4, dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", list(N.KERNELS))
+def test_allocation_renames_without_changing_a_value(name):
+    """The PE's buffers (gpt_mapping.kernels.allocate): no step writes a buffer it reads, a
+    step's FP32 operands sit on distinct bank pairs, and the renamed steps compute the same
+    bits over every FP16 input."""
+    k = N.kernel(name)
+    steps, buffers, pairs = allocate(k)
+    for st in steps:
+        srcs = [o for o in (st.a, st.b) if isinstance(o, str)]
+        assert st.dst not in srcs, st
+        fp32 = [o for o in set(srcs) | {st.dst} if buffers[o] == DType.FP32]
+        assert len({pairs[o] for o in fp32}) == len(fp32), (st, {o: pairs[o] for o in fp32})
+    renamed = N.Kernel(name, steps, buffers)
+    x16 = N.all_fp16()
+    assert np.array_equal(N.run(renamed, x16), N.run(k, x16))
