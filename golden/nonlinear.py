@@ -425,3 +425,24 @@ def accuracy(name, x16=None):
     return {"max_ulp": float(err.max()), "mean_ulp": float(err[np.isfinite(err)].mean()),
             "correctly_rounded": float(exact.mean()), "zero_sign_mismatches": int(zero_sign.sum()),
             "worst_input": int(x16[worst]), "steps": len(kernel(name).steps)}
+
+
+def _main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="python -m golden.nonlinear",
+        description="List the kernels' steps and their accuracy over every FP16 input.")
+    parser.add_argument("names", nargs="*", help="kernels (default: all)")
+    args = parser.parse_args(argv)
+    for name in args.names or list(KERNELS):
+        k = kernel(name)
+        acc = accuracy(name)
+        print(f"## {name}: {k.doc} ({len(k.steps)} steps, {len(k.constants())} constants)")
+        print(k.listing())
+        print(f"max {acc['max_ulp']:.4f} ulp, mean {acc['mean_ulp']:.4f} ulp, "
+              f"{100 * acc['correctly_rounded']:.3f} % correctly rounded, worst at x = "
+              f"{acc['worst_input']:#06x}\n")
+
+
+if __name__ == "__main__":
+    _main()

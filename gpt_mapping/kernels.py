@@ -22,7 +22,8 @@ from rtl.pe.asm import assemble
 from rtl.pe.isa import LaunchModifier
 from rtl.pe.regs import LEN_BITS, DType, Kind, PEParams, dsr_addr, encode_dsr
 
-__all__ = ["KernelProgram", "compile_kernel", "allocate", "MAX_ELEMENTS"]
+__all__ = ["KernelProgram", "compile_kernel", "allocate", "predict_cycles", "KERNEL_OVERHEAD",
+           "MAX_ELEMENTS"]
 
 #: Elements per launch: one tensor dimension.
 MAX_ELEMENTS = (1 << LEN_BITS) - 1
@@ -207,3 +208,53 @@ def compile_kernel(kern, n, *, pe=None):
         config += [(dsr_addr(const_dsr[c.bits], w, pe=pe), v) for w, v in enumerate(words)]
     dsrs.update({f"const {c}": const_dsr[c.bits] for c in consts})
     return KernelProgram(kern, n, program, source, bases, dsrs, config, steps)
+
+
+# --- the cycle model ---------------------------------------------------------------------------
+
+#: Cycles of the code task outside the steps' issues: the core's first fetch and launch,
+#: the engine's L0/L1 before the first issue, the last write-back, ``twait`` and ``tend``.
+#: The one constant the model takes from a measurement (exp at n = 512: 5,244 cycles
+#: measured, 5,233 from the issue model; docs/nonlinear.md section 6); every other term is
+#: the datapath's structure, and the model is checked on the other kernels and sizes.
+KERNEL_OVERHEAD = 11
+#: Cycles from an issue to its write-back (rtl.pe.ops.LATENCY).
+_WB_LATENCY = 4
+
+
+def predict_cycles(kp, banks=8, overhead=KERNEL_OVERHEAD):
+    """Cycles the code task of :class:`KernelProgram` ``kp`` runs (the PE's ``CORE_ACTIVE``
+    count, from its start to its ``tend``), from a cycle-by-cycle model
+    of the tensor engine's issue: the steps issue back to back, one element group per cycle
+    (2 FP32 lanes when an SRAM operand or the destination is FP32, else 4 FP16 lanes); an
+    issue stalls a cycle when a source's bank is being written by the write-back (4 cycles
+    after its issue), and once when its two sources hit one bank on different words
+    (docs/pe.md sections 4.1 and 7)."""
+    types = {b: (DType.FP32 if b.startswith("t") else DType.FP16) for b in kp.bases}
+
+    def words(buf, first, lanes):
+        if buf is None or isinstance(buf, Const):
+            return ()
+        base = kp.bases[buf]
+        if types[buf] == DType.FP32:
+            lo, hi = base + 2 * first, base + 2 * (first + lanes) - 1
+        else:
+            lo, hi = base + first, base + first + lanes - 1
+        return tuple(range(lo // 2, hi // 2 + 1))
+
+    writes = {}                      # cycle -> banks the write-back uses
+    cycle = 0
+    for st in kp.steps:
+        bufs = [o for o in (st.dst, st.a, st.b) if isinstance(o, str)]
+        lanes = 2 if any(types[b] == DType.FP32 for b in bufs) else 4
+        for first in range(0, kp.n, lanes):
+            width = min(lanes, kp.n - first)
+            ra, rb = words(st.a, first, width), words(st.b, first, width)
+            reads = {w % banks for w in ra + rb}
+            while reads & writes.get(cycle, set()):
+                cycle += 1
+            if {w % banks for w in ra} & {w % banks for w in rb} and set(ra) != set(rb):
+                cycle += 1
+            writes[cycle + _WB_LATENCY] = {w % banks for w in words(st.dst, first, width)}
+            cycle += 1
+    return cycle + overhead

@@ -10,6 +10,7 @@ import pytest
 
 from golden import fp
 from golden import nonlinear as N
+from gpt_mapping.kernels import compile_kernel, predict_cycles
 from tb.kernel_run import run_kernels_on_pe
 
 pytestmark = pytest.mark.rtl
@@ -66,3 +67,15 @@ def test_kernel_cycles_are_the_datapath_streaming(name):
     assert counters["BUSY"] == issues
     assert counters["STALL_HAZARD"] == 0
     assert issues <= run.cycles[0] <= 1.12 * issues + 300, (run.cycles[0], counters)
+
+
+@pytest.mark.parametrize("name", list(N.KERNELS))
+def test_cycle_model_predicts_the_task(name):
+    """gpt_mapping.kernels.predict_cycles within 5 % of the RTL on every chunk (256 elements
+    and the shorter last one): sizes and kernels its one constant was not taken from."""
+    inputs, runs = rtl_runs()
+    run = runs[name]
+    sizes = [min(256, len(inputs[name]) - i) for i in range(0, len(inputs[name]), 256)]
+    for n, measured in zip(sizes, run.cycles):
+        predicted = predict_cycles(compile_kernel(name, n))
+        assert abs(predicted - measured) <= 0.05 * measured, (n, predicted, measured)
