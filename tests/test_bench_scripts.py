@@ -104,3 +104,17 @@ def test_tile_cost_refuses_no_core_with_code_reductions(capsys):
         tile_cost.main(["--variant", "no-core"])
     assert exc.value.code == 2
     assert "--variant no-core needs --reductions list" in capsys.readouterr().err
+
+
+def test_nonlinear_bench_golden_table(tmp_path, capsys):
+    """bench/nonlinear.py without --rtl: the accuracy table of every kernel, JSON included."""
+    import json
+    bench = _load_bench("nonlinear")
+    out = tmp_path / "nl.json"
+    assert bench.main(["--kernels", "exp,rsqrt", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "exp" in text and "rsqrt" in text
+    rows = json.loads(out.read_text())["kernels"]
+    assert set(rows) == {"exp", "rsqrt"} and rows["rsqrt"]["correctly_rounded"] == 1.0
+    with pytest.raises(KeyError, match="no kernel 'erf'"):
+        bench.main(["--kernels", "erf"])
