@@ -26,7 +26,7 @@ def _install(session):
 
 
 def _workers():
-    # Two workers for CI's two cores. Verilator builds are file-locked in tb/sim.py, so a
+    # Two workers for CI's two cores. Verilator builds are file-locked in runtime/sim.py, so a
     # worker that needs a model another is building waits for it and then reuses it;
     # work-stealing keeps both busy. (xdist's loadgroup does not group under pytest 9.)
     return os.environ.get("WSE_TEST_WORKERS", "2")

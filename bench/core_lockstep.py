@@ -4,7 +4,7 @@
         [--json out.json]
 
 Each program of ``tb.core_programs.generate_program`` (seeds ``seed .. seed + count - 1``)
-runs on one Verilated PE (``tb.pe_core_run``) and on the ISS (``tb.lockstep.run_lockstep``);
+runs on one Verilated PE (``runtime.pe_core_run``) and on the ISS (``tb.lockstep.run_lockstep``);
 ``tb.lockstep.check_run``
 compares the retire traces record by record (stopping at the first differing instruction:
 its PC, the disassembled instruction, both values), the stop, the registers, the data and

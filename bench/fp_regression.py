@@ -31,7 +31,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="fpbench-") as tmp:
         os.environ["WSE_BUILD_DIR"] = tmp
         from rtl.export import to_verilog
-        from tb import sim
+        from runtime import sim
         from tb.fp_tb import CASES, make_vectors
         from tb.fp_top import LANES, FPRegressionTop
 

@@ -328,7 +328,7 @@ def build(name, verilog, top, main_source):
     """Verilate ``verilog`` (top module ``top``) with the C++ harness ``main_source``, as
     bench/pe_bench.py builds the PE's native harness; cached by the hash of both. Returns
     the executable and the seconds its build took."""
-    from tb import sim
+    from runtime import sim
     key = hashlib.sha256("\0".join([verilog, main_source, sim.OPT_FAST]).encode()).hexdigest()
     work = OUT_DIR / f"{name}-{key[:12]}"
     exe = work / "obj" / f"V{top}"

@@ -25,7 +25,7 @@ def validate_model(names, sizes):
     """The cycle model (gpt_mapping.kernels.predict_cycles) against the RTL on random inputs
     of every size in ``sizes``; prints and returns the errors."""
     from gpt_mapping.kernels import compile_kernel, predict_cycles
-    from tb.kernel_run import run_kernels_on_pe
+    from gpt_mapping.kernels import run_kernels_on_pe
     rng = np.random.default_rng(3)
     print(f"\n{'kernel':10s} {'n':>5s} {'RTL cyc':>8s} {'model':>8s} {'error':>7s}")
     out, worst = [], 0.0
@@ -74,7 +74,7 @@ def main(argv=None):
         line = (f"{name:10s} {acc['steps']:5d} {acc['max_ulp']:8.4f} {acc['mean_ulp']:8.4f} "
                 f"{100 * acc['correctly_rounded']:8.3f} {acc['worst_input']:#06x}  ")
         if args.rtl:
-            from tb.kernel_run import run_kernel_on_pe
+            from gpt_mapping.kernels import run_kernel_on_pe
             t0 = time.perf_counter()
             run = run_kernel_on_pe(name, x16, n=args.n, timeout=7200)
             wall = time.perf_counter() - t0

@@ -43,8 +43,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.fresh:
         os.environ["WSE_BUILD_DIR"] = tempfile.mkdtemp(prefix="pe-bench-")
-    from tb import sim
-    from tb.pe_driver import bench_verilog
+    from runtime import sim
+    from runtime.pe_driver import bench_verilog
 
     out_dir = ROOT / "build" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def native_speed(out_dir, cycles):
     import subprocess
     from rtl.pe.pe import pe_verilog
     from rtl.pe.regs import DSR_WAVELET, DType, Kind, Reg, TensorOp, encode_trigger, reg_addr
-    from tb import sim
+    from runtime import sim
     from tb.pe_model import PEConfig
     work = out_dir / "pe_native"
     work.mkdir(parents=True, exist_ok=True)

@@ -175,7 +175,7 @@ def run_case(case, build=None):
     """
     from golden.gemm import fabric_gemm
     from gpt_mapping.fabric_run import run_gemm_rtl
-    from tb.fabric_host import FabricRunError
+    from runtime.fabric_host import FabricRunError
 
     mapping = case.mapping()
     nonzero = nonzero_counts(mapping, case.w16)

@@ -49,7 +49,7 @@ def main(argv=None):
         os.environ["WSE_BUILD_DIR"] = tempfile.mkdtemp(prefix="router_mesh_bench_")
     sys.path.insert(0, str(ROOT))
     from rtl.mesh import RouterMesh, mesh_verilog
-    from tb import sim
+    from runtime import sim
     from tb.fabric_harness import BENCH_TOP, VERILATOR_ARGS, bench_verilog
 
     results = []

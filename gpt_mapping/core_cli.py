@@ -157,7 +157,7 @@ def run_core_iss(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS, trace=F
 
 
 def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS, trace=False):
-    """Run ``program`` on the RTL core: one PE in Verilator (:mod:`tb.pe_core_run`).
+    """Run ``program`` on the RTL core: one PE in Verilator (:mod:`runtime.pe_core_run`).
 
     The same contract as :func:`run_core_iss`: the program's words at byte address
     ``program.base`` (0) and its ``.task`` entries through the PE's configuration port,
@@ -169,7 +169,7 @@ def run_core_rtl(program, max_cycles, mem_ranges, sram_words=SRAM_WORDS, trace=F
     if sram_words != SRAM_WORDS:
         raise ValueError(f"the RTL backend runs the default PE ({SRAM_WORDS} SRAM words), "
                          f"not {sram_words}")
-    from tb.pe_core_run import program_job, run_on_pe   # brings the Verilator tool chain
+    from runtime.pe_core_run import program_job, run_on_pe   # brings the Verilator tool chain
     if program.end > 4 * sram_words:
         raise ValueError(f"the program ends at byte {program.end:#x}, past the SRAM "
                          f"({4 * sram_words:#x} bytes)")

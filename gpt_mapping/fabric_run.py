@@ -2,7 +2,7 @@
 
 From a :class:`gpt_mapping.layout.GemmMapping` this module builds everything the fabric
 needs and runs it on the Verilator model of :mod:`rtl.fabric` through the bench of
-:mod:`tb.fabric_tb`:
+:mod:`runtime.fabric_tb`:
 
 1. route tables from :meth:`ColorPlan.routes`, adjusted for rows without tokens, checked
    with the golden routing model (:mod:`golden.routing`) before anything is simulated;
@@ -18,7 +18,7 @@ A chain of GEMMs keeps every intermediate result on the fabric: GEMM i + 1 reads
 where GEMM i wrote its Y (the mapper places Y exactly like X), so nothing goes back to the
 host between them; only the PE registers are rewritten.
 
-The fabric is built once per size (``tb.sim`` caches the Verilator model by its Verilog).
+The fabric is built once per size (``runtime.sim`` caches the Verilator model by its Verilog).
 """
 
 import hashlib
@@ -39,7 +39,7 @@ from rtl.router import (Port, RouterErrorStatus, RouterReg, counter_addr, port_m
                         route_addr)
 from rtl.tile import BROADCAST_X
 from rtl.wavelet import unpack
-from tb.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job, diagnose,
+from runtime.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job, diagnose,
                             run_job)
 
 __all__ = ["run_gemm_rtl", "run_gemm_chain_rtl", "gemm_routes", "pe_program", "pe_params",
@@ -409,7 +409,7 @@ class FabricSpec:
     cfg_depth: int
     resp_depth: int
     build: object
-    #: The tile model (``tb.tile_model.TileLibrary``) of a "dpi" build, None otherwise.
+    #: The tile model (``runtime.tile_model.TileLibrary``) of a "dpi" build, None otherwise.
     tile_library: object = None
 
 
@@ -417,7 +417,7 @@ _BUILDS = {}
 
 
 #: How the tiles are simulated: "dpi" (each tile its own Verilated model behind a DPI
-#: wrapper, tb/tile_model.py) or "hierarchical" (Verilator hierarchical blocks, about twice
+#: wrapper, runtime/tile_model.py) or "hierarchical" (Verilator hierarchical blocks, about twice
 #: as slow; kept for comparison). The environment variable ``WSE_TILE_MODEL`` picks
 #: the default.
 TILE_MODELS = ("dpi", "hierarchical")
@@ -433,7 +433,7 @@ def fabric_build(width, height, *, stream_depth=16384, cfg_depth=8192, resp_dept
         tile_model = os.environ.get("WSE_TILE_MODEL", "dpi")
     from rtl.fabric import fabric_sources, verilator_config
     from rtl.export import concat
-    from tb import sim, tile_model as tm
+    from runtime import sim, tile_model as tm
     if tile_model not in TILE_MODELS:
         raise ValueError(f"tile_model (or $WSE_TILE_MODEL) must be one of {TILE_MODELS}, "
                          f"not {tile_model!r}")

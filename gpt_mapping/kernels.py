@@ -17,13 +17,16 @@ The RTL runs exactly the steps golden/nonlinear.py executes, so its output is bi
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from golden.nonlinear import Const, Kernel, kernel as named_kernel
 from rtl.pe.asm import assemble
 from rtl.pe.isa import LaunchModifier
-from rtl.pe.regs import LEN_BITS, DType, Kind, PEParams, dsr_addr, encode_dsr
+from rtl.pe.regs import LEN_BITS, DType, ErrorCode, Kind, PEParams, dsr_addr, encode_dsr
 
 __all__ = ["KernelProgram", "compile_kernel", "allocate", "predict_cycles", "KERNEL_OVERHEAD",
-           "MAX_ELEMENTS"]
+           "MAX_ELEMENTS", "KernelRun", "run_kernels_on_pe",
+           "run_kernel_on_pe"]
 
 #: Elements per launch: one tensor dimension.
 MAX_ELEMENTS = (1 << LEN_BITS) - 1
@@ -258,3 +261,54 @@ def predict_cycles(kp, banks=8, overhead=KERNEL_OVERHEAD):
             writes[cycle + _WB_LATENCY] = {w % banks for w in words(st.dst, first, width)}
             cycle += 1
     return cycle + overhead
+
+
+# --- running on the RTL ------------------------------------------------------------------------
+
+@dataclass
+class KernelRun:
+    """The FP16 outputs and, per chunk, the cycles the code task ran (``CORE_ACTIVE``: from
+    its start to its ``tend``) and the PE's counters (``{Counter name: value}``)."""
+    y16: np.ndarray
+    cycles: list
+    counters: list
+    n: int
+    steps: int
+
+
+def run_kernels_on_pe(inputs, *, n=512, timeout=None):
+    """``{name: KernelRun}`` for ``inputs`` = ``{kernel name: FP16 bits}``, computed by the
+    PE's code task on the RTL (one Verilator run of the default PE for every chunk of every
+    input), ``n`` elements per task run (the last chunk of each input shorter)."""
+    from runtime.pe_core_run import program_job, run_on_pe   # the Verilator tool chain
+
+    plan, jobs = [], []
+    for name, x16 in inputs.items():
+        x16 = np.asarray(x16, dtype=np.uint16).ravel()
+        for i in range(0, len(x16), n):
+            chunk = x16[i:i + n]
+            kp = compile_kernel(name, len(chunk))
+            budget = 40 * len(kp.kernel.steps) * (len(chunk) + 16) + 10_000
+            plan.append((name, kp, chunk))
+            # (the host's writes of the chunk precede the start: not the task's cycles)
+            jobs.append(program_job(kp.program, writes=kp.config + kp.input_words(chunk),
+                                    mem=[kp.output_range()], max_cycles=budget))
+    runs = run_on_pe(jobs, timeout=timeout)
+    out = {name: ([], [], []) for name in inputs}
+    for (name, kp, chunk), run in zip(plan, runs):
+        code = run.error[0]
+        if run.stopped != "idle" or (isinstance(code, ErrorCode) and code != ErrorCode.NONE):
+            raise RuntimeError(f"kernel {name}: the PE stopped with {run.stopped!r} at PC "
+                               f"{run.pc:#x}, error {run.error}")
+        start, _ = kp.output_range()
+        out[name][0].extend(kp.unpack(run.mem[start], len(chunk)))
+        out[name][1].append(run.counters["CORE_ACTIVE"])
+        out[name][2].append(run.counters)
+    return {name: KernelRun(np.array(ys, dtype=np.uint16), cycles, counters, n,
+                            len(compile_kernel(name, 1).kernel.steps))
+            for name, (ys, cycles, counters) in out.items()}
+
+
+def run_kernel_on_pe(name, x16, *, n=512, timeout=None):
+    """:func:`run_kernels_on_pe` for one kernel."""
+    return run_kernels_on_pe({name: x16}, n=n, timeout=timeout)[name]

@@ -3,7 +3,7 @@
 Two sources (docs/timeline.md):
 
 * the PE's debug port (:class:`rtl.pe.iface.PEDebug`), recorded per tile by the fabric's tile
-  model (:mod:`tb.tile_model`) or per cycle by the one-PE bench (:mod:`tb.pe_core_tb`):
+  model (:mod:`runtime.tile_model`) or per cycle by the one-PE bench (:mod:`runtime.pe_core_tb`):
   :func:`add_pe` turns one PE's records into its tracks;
 * the control core's retire trace (RTL or ISS): :func:`add_instructions`.
 
@@ -272,7 +272,7 @@ def _bits(mask):
 class FabricTrace:
     """The timeline of traced fabric simulations, laid end to end (``--trace FILE``).
 
-    Each :meth:`add_job` is one simulation (a job of :mod:`tb.fabric_host`): its cycles
+    Each :meth:`add_job` is one simulation (a job of :mod:`runtime.fabric_host`): its cycles
     start where the previous job's ended. Process ``host`` shows each step (``load``,
     ``run``, ``readback``) and, on track ``measured``, each GEMM's measured cycles; every
     PE that did anything gets its process ``PE (x, y)`` (:func:`add_pe`).
@@ -296,7 +296,7 @@ class FabricTrace:
 
         Parameters
         ----------
-        result : tb.fabric_host.JobResult
+        result : runtime.fabric_host.JobResult
             With ``trace`` (the job ran with ``trace=True``).
         steps : list of (index, name, phase)
             The job's steps to show: the step index, its name on the timeline and its

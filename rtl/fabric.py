@@ -637,7 +637,7 @@ def fabric_verilog(width, height, *, cache_dir=None, **params):
 def fabric_sources(width, height, *, cache_dir=None, **params):
     """``(top, tile)``: the Verilog of :func:`fabric_verilog` in two parts, the fabric top
     with the host memories, and the tile (module :data:`rtl.tile.TILE_MODULE`) on its own,
-    for simulators that build the tile as a separate model (``tb/tile_model.py``)."""
+    for simulators that build the tile as a separate model (``runtime/tile_model.py``)."""
     depths = {**DEFAULT_DEPTHS, **{k: v for k, v in params.items() if k in DEFAULT_DEPTHS}}
     router, pe = dict(params.get("router") or {}), dict(params.get("pe") or {})
     unknown = set(params) - set(DEFAULT_DEPTHS) - {"router", "pe"}
@@ -662,10 +662,10 @@ def fabric_sources(width, height, *, cache_dir=None, **params):
 
 def verilator_config(*, hierarchical=False, **depths):
     """Verilator configuration of a fabric build: the host memories' words are made public
-    (the top module's own signals are made public by :func:`tb.sim.build`).
+    (the top module's own signals are made public by :func:`runtime.sim.build`).
 
     The normal build simulates each tile as its own Verilated model behind a DPI wrapper
-    (``tb/tile_model.py``). With ``hierarchical``, the tile is instead a Verilator
+    (``runtime/tile_model.py``). With ``hierarchical``, the tile is instead a Verilator
     hierarchical block (pass the file with ``--hierarchical``): also compiled once, but
     about twice as slow to simulate; kept to compare the two
     (``WSE_TILE_MODEL=hierarchical python bench/gemm_fabric.py``).

@@ -120,7 +120,7 @@ class Tile(wiring.Component):
     pe_dbg : ``Out(PEDebug)``
         The PE's debug port (:class:`rtl.pe.iface.PEDebug`, registered in the PE), for
         timelines; the fabric top leaves it unconnected, the simulation's tile model records
-        it (``tb/tile_model.py``).
+        it (``runtime/tile_model.py``).
     """
 
     def __init__(self, *, router=None, pe=None):

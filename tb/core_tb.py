@@ -38,7 +38,7 @@ from rtl.pe.regs import DSR_WAVELET, ErrorCode, TensorOp, encode_fields
 from rtl.wavelet import pack
 from tb.core_driver import ANY, CoreHost, Prog, check_trace
 from tb.core_top import Region, csr_value
-from tb.sim import params
+from runtime.sim import params
 
 SRAM_WORDS = 12288
 SRAM_BYTES = 4 * SRAM_WORDS

@@ -137,7 +137,7 @@ def bench_verilog(width, height, *, num_colors=NUM_COLORS, fifo_depth=2):
 
 def build_bench(width, height, *, num_colors=NUM_COLORS, fifo_depth=2):
     """Build (or reuse from the cache) the Verilator model of the W x H bench top."""
-    from tb import sim
+    from runtime import sim
     return sim.build(BENCH_TOP, bench_verilog(width, height, num_colors=num_colors,
                                               fifo_depth=fifo_depth),
                      extra_args=VERILATOR_ARGS)

@@ -19,7 +19,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from golden import fp as gfp
 from tb.fp_top import LANES, TAG_WIDTH, payload_fields
-from tb.sim import params
+from runtime.sim import params
 
 #: unit -> op -> (operand formats (a, b, c) as bit widths or None, golden function)
 CASES = {

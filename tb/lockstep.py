@@ -4,11 +4,11 @@
 layout of :class:`rtl.pe.isa.RetireRecord`) in step and describes the first record where
 they differ: its position, the PC, the instruction (disassembled), both records, and the
 few instructions retired before it. :func:`check_run` compares a whole run of the PE
-(:class:`tb.pe_core_run.PERun`) with the ISS on the same program: the traces, how it
+(:class:`runtime.pe_core_run.PERun`) with the ISS on the same program: the traces, how it
 stopped, the registers, the SRAM words read back and the wavelets sent; it raises
 :class:`LockstepMismatch` with every difference found, the first trace difference first.
 
-:func:`iss_run` runs a program on the ISS the way :func:`tb.pe_core_run.program_job` starts
+:func:`iss_run` runs a program on the ISS the way :func:`runtime.pe_core_run.program_job` starts
 it on the PE (start PC, the trigger's data and index, bindings, input wavelets).
 :func:`run_lockstep` runs the constrained-random programs of :mod:`tb.core_programs` on
 Verilated PEs and on the ISS and checks each (``tests/test_pe_core.py``,
@@ -21,7 +21,7 @@ from rtl.pe.asm import disassemble
 from rtl.pe.isa import decode
 from tb.core_programs import (DATA_BASE, DATA_WORDS, SLOT_WORDS, TENSOR_BASE, TENSOR_SLOTS,
                               generate_program)
-from tb.pe_core_run import program_job, run_on_pe
+from runtime.pe_core_run import program_job, run_on_pe
 
 __all__ = ["LockstepMismatch", "first_difference", "iss_run", "check_run", "describe",
            "SRAM_READ", "program_jobs", "run_batch", "run_lockstep"]
@@ -73,7 +73,7 @@ def iss_run(program, *, pc=0, data=0, index=0, binds=None, inputs=None, budget=1
 
 
 def check_run(run, iss, result, what="program"):
-    """Compare a :class:`tb.pe_core_run.PERun` with the ISS's run of the same program;
+    """Compare a :class:`runtime.pe_core_run.PERun` with the ISS's run of the same program;
     raises :class:`LockstepMismatch` naming every difference (the trace's first)."""
     problems = []
     trace = first_difference([r[1:] for r in run.trace], iss.trace)

@@ -18,7 +18,7 @@ from cocotb.triggers import Timer
 from golden.routing import xy_unicast_tables
 from rtl.wavelet import NUM_COLORS
 from tb.fabric_link import FabricBench
-from tb.sim import params
+from runtime.sim import params
 
 
 def spread_destinations(width, height, colors=NUM_COLORS):

@@ -15,7 +15,7 @@ from golden.routing import RouteTables, RoutingModel, xy_unicast_tables
 from rtl.router import Port, port_mask
 from rtl.wavelet import pack, unpack
 from tb.fabric_link import FabricBench
-from tb.sim import params
+from runtime.sim import params
 
 
 def _size():

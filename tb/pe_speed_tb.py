@@ -14,7 +14,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, Timer
 from rtl.pe.regs import DSR_WAVELET, DType, Kind, Reg, TensorOp, encode_trigger, reg_addr
 from tb.pe_model import PEConfig
 from tb.pe_tb import _report
-from tb.sim import params
+from runtime.sim import params
 
 
 @cocotb.test()

@@ -30,9 +30,9 @@ from rtl.pe.regs import (DSR_WAVELET, Counter, DType, ErrorCode, Kind, Reg, Tens
                          reg_addr)
 from tb.pe_cases import (OpCase, chain_cases, clear_restart_case, clear_then_reuse_case,
                          mixed_fmac_reference, op_cases, random_bits16, random_bits32)
-from tb.pe_driver import PEBench
+from runtime.pe_driver import PEBench
 from tb.pe_model import PEConfig, PEModel
-from tb.sim import params
+from runtime.sim import params
 
 SRAM_WORDS = 12288
 

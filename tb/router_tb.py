@@ -15,7 +15,7 @@ from rtl.router import (Port, RouterErrorStatus, RouterInfo, RouterReg, counter_
                         port_mask, route_addr, ROUTE_PORT_STRIDE)
 from rtl.wavelet import FIELDS, NUM_COLORS, pack, unpack
 from tb.fabric_link import FabricBench
-from tb.sim import params
+from runtime.sim import params
 
 TILE = (0, 0)
 

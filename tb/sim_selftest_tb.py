@@ -1,11 +1,11 @@
-"""cocotb benches that exercise tb/sim.py itself: a failure, a hang and a slow pass."""
+"""cocotb benches that exercise runtime/sim.py itself: a failure, a hang and a slow pass."""
 
 import time
 
 import cocotb
 from cocotb.triggers import Timer
 
-from tb.sim import params
+from runtime.sim import params
 
 
 @cocotb.test()

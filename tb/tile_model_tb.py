@@ -1,4 +1,4 @@
-"""cocotb bench of the DPI tile wrapper (tb/tile_model.py) around a small stand-in tile.
+"""cocotb bench of the DPI tile wrapper (runtime/tile_model.py) around a small stand-in tile.
 
 The stand-in (:func:`stand_in_verilog`) has the real tile's ports and simple logic whose
 every output is predictable: a cycle counter behind the registered outputs, an outgoing
@@ -14,8 +14,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
 
-from tb import sim
-from tb.tile_model import module_header
+from runtime import sim
+from runtime.tile_model import module_header
 
 MASK24 = (1 << 24) - 1
 

@@ -11,7 +11,7 @@ import cocotb
 from cocotb.triggers import Timer
 
 from rtl.wavelet import pack, unpack
-from tb.sim import params
+from runtime.sim import params
 
 
 @cocotb.test()

@@ -11,7 +11,7 @@ from rtl.pe.asm import (CSR_NAMES, AssemblyError, assemble, disassemble, disasse
                         li_expansion, listing)
 from rtl.pe.isa import FORMATS, INSNS, TENSOR_MNEMONICS, Format, decode
 from tb.core_cases import CASES, ILLEGAL_WORDS
-from tb.sim import ROOT
+from runtime.sim import ROOT
 
 # Encodings worked out by hand from the formats in rtl/pe/isa.py's docstring:
 # opcode << 26 | rd/rs2 << 22 | rs1 << 18 | (rs2 << 14 | imm18).

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gpt_mapping import core_cli
-from tb.sim import ROOT
+from runtime.sim import ROOT
 
 HALTING = """
         li   r1, 0x12345FFF

@@ -9,7 +9,7 @@ import functools
 
 import pytest
 
-from tb import sim
+from runtime import sim
 
 pytestmark = pytest.mark.rtl
 

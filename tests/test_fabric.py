@@ -32,8 +32,8 @@ from rtl.pe import regs as R
 from rtl.router import Port
 from rtl.tile import BROADCAST_X, pe_tile_addr, router_tile_addr
 from rtl.link import TileRegion
-from tb.fabric_host import ConfigProgram, FabricRunError, FabricStallError, MAX_BURST
-from tb.sim import ROOT
+from runtime.fabric_host import ConfigProgram, FabricRunError, FabricStallError, MAX_BURST
+from runtime.sim import ROOT
 
 #: The one fabric build of the RTL tests.
 BUILD = (4, 5)
@@ -65,7 +65,7 @@ def test_fabric_verilog_holds_the_tile_once():
     """The whole design: the top, the tile with one router and one PE inside, the host
     memories; each module once (the tile's text is cached with the builds)."""
     from rtl.fabric import fabric_verilog
-    from tb.sim import BUILD_ROOT
+    from runtime.sim import BUILD_ROOT
     text = fabric_verilog(*BUILD, cache_dir=BUILD_ROOT / "verilog-cache")
     names = re.findall(r"^module (\S+?)\s*\(", text, re.M)
     assert len(names) == len(set(names))

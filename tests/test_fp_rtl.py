@@ -9,7 +9,7 @@ boundary values for each.
 import pytest
 
 from rtl.export import to_verilog
-from tb import sim
+from runtime import sim
 from tb.fp_top import FPRegressionTop
 from tb.fp_tb import CASES
 

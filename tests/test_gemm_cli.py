@@ -12,7 +12,7 @@ import pytest
 from golden.gemm import fabric_gemm
 from gpt_mapping import __main__ as cli_main
 from gpt_mapping import demo, gemm_cli
-from tb.sim import ROOT
+from runtime.sim import ROOT
 
 REPORT_KEYS = {"cycles", "fmac_utilization", "nonzero_weights", "bit_exact_vs_golden",
                "max_abs_error_vs_torch_fp32", "fabric", "backend", "predicted_cycles",

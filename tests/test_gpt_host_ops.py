@@ -1,5 +1,6 @@
-"""The host operations of the mapped GPT block (gpt_mapping.gpt): the golden model of
-everything that is not a fabric GEMM, in float32 with a fixed order and FP16 results."""
+"""The host operations of the mapped GPT block (golden/block.py, run by gpt_mapping.gpt): the
+golden model of everything that is not a fabric GEMM, in float32 with a fixed order and FP16
+results."""
 
 import math
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from golden import fp
-from gpt_mapping import gpt
+from golden import block
 from gpt_mapping.model import GPTConfig
 
 RNG = np.random.default_rng(1234)
@@ -30,7 +31,7 @@ def test_round_f32_to_f16_matches_golden_fp_at_every_rounding_boundary():
                                        2.0**-25, 3 * 2.0**-26, 1e-40])])
     cand = np.concatenate([cand, -cand])
     want = fp.f32_to_f16(cand.view(np.uint32))
-    got = gpt.round_f32_to_f16(cand).view(np.uint16)
+    got = block.round_f32_to_f16(cand).view(np.uint16)
     assert np.array_equal(got, want)
 
 
@@ -40,17 +41,17 @@ def test_sums_run_in_index_order():
     loop = x[:, 0].copy()
     for i in range(1, x.shape[1]):
         loop = loop + x[:, i]
-    assert np.array_equal(gpt._sum_in_order(x, axis=-1).view(np.uint32), loop.view(np.uint32))
+    assert np.array_equal(block.sum_in_order(x, axis=-1).view(np.uint32), loop.view(np.uint32))
     # An input where the order changes the result: pairwise would keep the small terms.
     y = np.array([1e8] + [1.0] * 15 + [-1e8], dtype=np.float32)
-    assert gpt._sum_in_order(y) == 0.0 and np.sum(y) != 0.0
+    assert block.sum_in_order(y) == 0.0 and np.sum(y) != 0.0
 
 
 def test_layer_norm16_close_to_float64_and_fp16():
     x = f16(RNG.standard_normal((16, 48)) * 3 + 1)
     w = (1 + 0.1 * RNG.standard_normal(48)).astype(np.float32)
     b = (0.1 * RNG.standard_normal(48)).astype(np.float32)
-    out = gpt.layer_norm16(x, w, b, 1e-5)
+    out = block.layer_norm16(x, w, b, 1e-5)
     assert out.dtype == np.float16
     x64 = x.astype(np.float64)
     ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5) * w + b
@@ -65,13 +66,13 @@ def _qkv(cfg, scale=1.0):
 def test_attention_probs16_masked_normalised_and_chunk_independent():
     cfg = GPTConfig(n_embd=24, n_head=3, n_ctx=11, batch=2)
     qkv = _qkv(cfg, 2.0)
-    probs = gpt.attention_probs16(qkv, cfg)
+    probs = block.attention_probs16(qkv, cfg)
     assert probs.shape == (2, 3, 11, 11) and probs.dtype == np.float16
     upper = np.triu(np.ones((11, 11), bool), 1)
     assert np.all(probs.view(np.uint16)[..., upper] == 0)          # exactly +0 where masked
     assert np.allclose(probs.astype(np.float64).sum(-1), 1.0, atol=11 * 2.0**-11)
     for chunk in (1, 3, 11):
-        assert np.array_equal(gpt.attention_probs16(qkv, cfg, chunk=chunk).view(np.uint16),
+        assert np.array_equal(block.attention_probs16(qkv, cfg, chunk=chunk).view(np.uint16),
                               probs.view(np.uint16))
     # Against float64 softmax of the same FP16 q, k.
     q, k, _ = (qkv.astype(np.float64).reshape(2, 11, 3, 3, 8)[:, :, i].transpose(0, 2, 1, 3)
@@ -86,11 +87,11 @@ def test_attention_probs16_masked_normalised_and_chunk_independent():
 def test_attention_values16_order_and_reference():
     cfg = GPTConfig(n_embd=16, n_head=2, n_ctx=9, batch=2)
     qkv = _qkv(cfg)
-    probs = gpt.attention_probs16(qkv, cfg)
-    out = gpt.attention_values16(probs, qkv, cfg)
+    probs = block.attention_probs16(qkv, cfg)
+    out = block.attention_values16(probs, qkv, cfg)
     assert out.shape == (18, 16) and out.dtype == np.float16
     for chunk in (1, 4):
-        assert np.array_equal(gpt.attention_values16(probs, qkv, cfg, chunk=chunk).view(np.uint16),
+        assert np.array_equal(block.attention_values16(probs, qkv, cfg, chunk=chunk).view(np.uint16),
                               out.view(np.uint16))
     # Spelled out for one (batch, head, token): y = p[0] v[0] + p[1] v[1] + ... in float32.
     v = qkv.astype(np.float32).reshape(2, 9, 3, 2, 8)[:, :, 2]        # [B, n, H, d]
@@ -100,14 +101,14 @@ def test_attention_values16_order_and_reference():
     for u in range(1, t + 1):
         acc = acc + p[b, h, t, u] * v[b, u, h]
     assert np.array_equal(out.reshape(2, 9, 2, 8)[b, t, h].view(np.uint16),
-                          gpt.round_f32_to_f16(acc).view(np.uint16))
+                          block.round_f32_to_f16(acc).view(np.uint16))
 
 
 @pytest.mark.parametrize("form", ["erf", "tanh"])
 def test_gelu16_is_the_formula_rounded_once(form):
     x = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
     finite = np.isfinite(x)
-    out = gpt.gelu16(x, form)
+    out = block.gelu16(x, form)
     t = torch.from_numpy(x[finite].astype(np.float64))
     ref = torch.nn.functional.gelu(t, approximate="none" if form == "erf" else "tanh").numpy()
     # Within half an FP16 ulp of the float64 value (plus float64 noise near ties).
@@ -116,18 +117,18 @@ def test_gelu16_is_the_formula_rounded_once(form):
         exponent = np.floor(np.log2(np.abs(ref)))
     ulp = np.maximum(2.0**-24, 2.0 ** (exponent - 10))              # FP16 spacing at |ref|
     assert np.all(err <= 0.5 * ulp * (1 + 1e-6) + 1e-12)
-    specials = gpt.gelu16(np.float16([np.inf, -np.inf, np.nan]), form).view(np.uint16)
+    specials = block.gelu16(np.float16([np.inf, -np.inf, np.nan]), form).view(np.uint16)
     assert list(specials) == [0x7C00, 0x8000, fp.NAN16]
 
 
 def test_gelu16_rejects_unknown_form():
     with pytest.raises(ValueError, match="'relu'"):
-        gpt.gelu16(f16([1.0]), "relu")
+        block.gelu16(f16([1.0]), "relu")
 
 
 def test_residual16_is_the_spec_fp16_add():
     a, b = f16(RNG.standard_normal(4096) * 100), f16(RNG.standard_normal(4096) * 1e-2)
-    assert np.array_equal(gpt.residual16(a, b).view(np.uint16),
+    assert np.array_equal(block.residual16(a, b).view(np.uint16),
                           fp.add16(a.view(np.uint16), b.view(np.uint16)))
 
 
@@ -135,10 +136,10 @@ def test_add_bias16_rounds_float32_sum_once():
     y = f16(RNG.standard_normal((8, 5)))
     bias = RNG.standard_normal(5).astype(np.float32)
     want = (y.astype(np.float32) + bias).astype(np.float16)
-    assert np.array_equal(gpt.add_bias16(y, bias).view(np.uint16), want.view(np.uint16))
+    assert np.array_equal(block.add_bias16(y, bias).view(np.uint16), want.view(np.uint16))
 
 
 def test_to_f16_accepts_float16_and_float32_only():
-    assert gpt.to_f16(np.float32([1 + 2.0**-12])).view(np.uint16)[0] == 0x3C00
+    assert block.to_f16(np.float32([1 + 2.0**-12])).view(np.uint16)[0] == 0x3C00
     with pytest.raises(TypeError, match="float64"):
-        gpt.to_f16(np.zeros(3))
+        block.to_f16(np.zeros(3))

@@ -10,7 +10,7 @@ from amaranth.lib import data
 from rtl.pe import isa
 from rtl.pe.isa import (BY_MNEMONIC, FORMATS, IMM_OPERANDS, INSNS, decode, encode,
                         field_values, isa_table_markdown)
-from tb.sim import ROOT
+from runtime.sim import ROOT
 
 BEGIN = re.compile(r"<!-- isa-table:begin[^>]*-->\n")
 END = "<!-- isa-table:end -->"

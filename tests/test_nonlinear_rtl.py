@@ -10,8 +10,7 @@ import pytest
 
 from golden import fp
 from golden import nonlinear as N
-from gpt_mapping.kernels import compile_kernel, predict_cycles
-from tb.kernel_run import run_kernels_on_pe
+from gpt_mapping.kernels import compile_kernel, predict_cycles, run_kernels_on_pe
 
 pytestmark = pytest.mark.rtl
 

@@ -8,7 +8,7 @@ import functools
 
 import pytest
 
-from tb import sim
+from runtime import sim
 
 pytestmark = pytest.mark.rtl
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.rtl
 def pe_build():
     """The Verilator model of the default PE (built once, then cached; converted to Verilog
     once per test process)."""
-    from tb.pe_driver import bench_verilog
+    from runtime.pe_driver import bench_verilog
     return sim.build("pe_bench", bench_verilog())
 
 

@@ -2,7 +2,7 @@
 against their hand-written expectations, tasks as code beside the launch-list fast path,
 and the core's errors as PE errors.
 
-Every job runs in one simulator process (``tb.pe_core_run.run_on_pe``) on the cached build
+Every job runs in one simulator process (``runtime.pe_core_run.run_on_pe``) on the cached build
 of the default PE; each test looks at its own jobs' results.
 """
 
@@ -15,7 +15,7 @@ from rtl.pe import regs as R
 from rtl.pe.asm import assemble
 from rtl.pe.isa import PC_BITS
 from tb.core_cases import CASES
-from tb.pe_core_run import program_job, run_on_pe
+from runtime.pe_core_run import program_job, run_on_pe
 
 pytestmark = pytest.mark.rtl
 

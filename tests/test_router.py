@@ -2,7 +2,7 @@
 
 Verilator builds: the 1 x 1 bench (one router: tb/router_tb.py), the 4 x 4 bench
 (tb/mesh_tb.py) and the single-row, single-column and 2 x 2 benches (tb/mesh_tb.py with
-short runs: SPEC asks for 1 x 1 and 1 x N meshes). Each is built once (cached by tb/sim.py,
+short runs: SPEC asks for 1 x 1 and 1 x N meshes). Each is built once (cached by runtime/sim.py,
 under a file lock: a second process that needs a build waits for it and reuses it).
 
 The ``xdist_group`` marks ask ``--dist loadgroup`` to keep the 1 x 1 tests on one worker
@@ -18,7 +18,7 @@ import pytest
 from rtl.mesh import RouterMesh, mesh_cfg_addr, mesh_endpoints, mesh_verilog
 from rtl.router import (Port, Router, RouterReg, ROUTER_ADDR_BITS, counter_addr, mask_ports,
                         port_mask, route_addr)
-from tb import sim
+from runtime import sim
 from tb.fabric_harness import build_bench
 
 SEEDS = (1, 2, 3)

@@ -1,4 +1,4 @@
-"""tb/sim.py: cocotb results reach pytest, hung simulators are stopped, builds are cached."""
+"""runtime/sim.py: cocotb results reach pytest, hung simulators are stopped, builds are cached."""
 
 import threading
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 
 from rtl.export import to_verilog
-from tb import sim
+from runtime import sim
 from tb.wavelet_probe import WaveletProbe
 
 pytestmark = pytest.mark.rtl

@@ -1,4 +1,4 @@
-"""The DPI tile wrapper (tb/tile_model.py): ports, behaviour, and the link-contract check."""
+"""The DPI tile wrapper (runtime/tile_model.py): ports, behaviour, and the link-contract check."""
 
 import json
 import re
@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tb import sim, tile_model
+from runtime import sim, tile_model
 from tb.tile_model_tb import stand_in_verilog, top_verilog
 
 

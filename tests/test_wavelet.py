@@ -6,7 +6,7 @@ import pytest
 from rtl.export import to_verilog
 from rtl.wavelet import (FIELDS, NUM_COLORS, WAVELET_BITS, pack, pack_array, unpack,
                          unpack_array)
-from tb import sim
+from runtime import sim
 from tb.wavelet_probe import WaveletProbe
 
 

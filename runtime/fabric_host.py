@@ -3,7 +3,7 @@ and the watchdog's diagnosis.
 
 The fabric top (:mod:`rtl.fabric`) is driven through memories that the bench fills over VPI,
 so no Python runs per cycle. A run is described by a :class:`Job`, a list of steps that
-:mod:`tb.fabric_tb` plays in order:
+:mod:`runtime.fabric_tb` plays in order:
 
 * a *configuration* step plays a :class:`ConfigProgram` (one word list per row, loaded into
   the rows' sequencer memories in chunks; all rows in parallel) and collects the answers of
@@ -15,7 +15,7 @@ so no Python runs per cycle. A run is described by a :class:`Job`, a list of ste
   router's queues and error registers and every PE's status) and stops.
 
 :func:`run_job` writes the job to files, runs the bench in a Verilator build (cached by
-:mod:`tb.sim`), reports progress from the file the bench updates between chunks, and
+:mod:`runtime.sim`), reports progress from the file the bench updates between chunks, and
 returns a :class:`JobResult`. :func:`diagnose` turns the diagnosis answers into a message
 that names the tile (x, y), the port and the color where progress stopped.
 """
@@ -41,7 +41,7 @@ __all__ = ["ConfigProgram", "ReadTicket", "Job", "JobResult", "RunStats", "Fabri
            "MAX_BURST"]
 
 #: The cocotb module that plays jobs.
-BENCH_MODULE = "tb.fabric_tb"
+BENCH_MODULE = "runtime.fabric_tb"
 #: Longest burst a program emits in one command (bursts are split so chunks stay small).
 MAX_BURST = 1024
 
@@ -207,7 +207,7 @@ class RunStats(namedtuple("RunStats", "name cycles run_cycles last_active activi
 
 
 class Job:
-    """Steps for :mod:`tb.fabric_tb`: configuration programs and runs, played in order.
+    """Steps for :mod:`runtime.fabric_tb`: configuration programs and runs, played in order.
 
     Parameters
     ----------
@@ -276,9 +276,9 @@ class JobResult:
     ``runs[i]``: :class:`RunStats` of run step i. ``stopped``: index of the run step the
     watchdog stopped (None if every step ran), with ``diagnosis`` its per-row answers.
     ``spans[i]``: ``(begin, end)`` cycles of step i on the axis of the tile model's trace
-    records (:func:`tb.tile_model.clock_index`); ``origins[i]``: for run step i, the trace
+    records (:func:`runtime.tile_model.clock_index`); ``origins[i]``: for run step i, the trace
     cycle of its run cycle 0 (so its measured cycles are ``origins[i] .. origins[i] +
-    runs[i].cycles``). ``trace``: the tile model's records (:func:`tb.tile_model.read_trace`)
+    runs[i].cycles``). ``trace``: the tile model's records (:func:`runtime.tile_model.read_trace`)
     when the job ran traced, else None.
     """
 
@@ -308,7 +308,7 @@ _run_counter = itertools.count()
 
 def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
             timeout=None, keep=None, trace=False):
-    """Play ``job`` on ``build`` (a :class:`tb.sim.SimBuild` of the fabric top).
+    """Play ``job`` on ``build`` (a :class:`runtime.sim.SimBuild` of the fabric top).
 
     Parameters
     ----------
@@ -324,13 +324,13 @@ def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
         (they are always kept when it did not).
     trace : bool
         Record every tile's debug port (a build with the DPI tile model,
-        :mod:`tb.tile_model`); the records are the result's ``trace``.
+        :mod:`runtime.tile_model`); the records are the result's ``trace``.
 
     Returns
     -------
     JobResult
     """
-    from tb import sim
+    from runtime import sim
     folder = Path(tempfile.mkdtemp(prefix="fabric-job-", dir=_job_root(build))).resolve()
     job.save(folder, cfg_depth, resp_depth)
     params = {"folder": str(folder), "stream_depth": stream_depth}
@@ -338,7 +338,7 @@ def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
     error = []
     plusargs = []
     if trace:
-        from tb.tile_model import trace_plusargs
+        from runtime.tile_model import trace_plusargs
         plusargs = trace_plusargs(folder / "tiles.trace")
 
     def target():
@@ -368,11 +368,11 @@ def run_job(build, job, *, cfg_depth, resp_depth, stream_depth, progress=None,
         raise error[0]
     result = JobResult(folder, job)
     if trace:
-        from tb.tile_model import read_trace
+        from runtime.tile_model import read_trace
         path = folder / "tiles.trace"
         if not path.exists():
             raise FabricRunError(f"the traced job wrote no trace file {path}: is the build "
-                                 f"a DPI tile model (tb/tile_model.py)?")
+                                 f"a DPI tile model (runtime/tile_model.py)?")
         result.trace = read_trace(path)
     if not keep and result.stopped is None:
         # Job files and the simulator's run folder are kept only for runs that went wrong.

@@ -1,7 +1,7 @@
 """cocotb bench: programs on the control core of one real PE (the ``pe_bench`` build).
 
 One cocotb test, :func:`run_programs`, plays a list of jobs written by
-:func:`tb.pe_core_run.run_on_pe` (a JSON file named by the ``jobs`` parameter) and writes one
+:func:`runtime.pe_core_run.run_on_pe` (a JSON file named by the ``jobs`` parameter) and writes one
 result per job (``results``). Each job starts from a PE reset: the host loads the program,
 its task table, bindings, GPRs and any other configuration words through the configuration
 port, starts a task with the host trigger, then offers the input wavelets on rx, and the bench
@@ -27,8 +27,8 @@ from rtl.pe.iface import DEBUG_PULSE_MASK
 from rtl.pe.isa import RetireRecord
 from rtl.pe.regs import (CoreStatus, Counter, Reg, counter_addr, decode_fields, gpr_addr,
                          reg_addr)
-from tb import sim
-from tb.pe_driver import PEBench
+from runtime import sim
+from runtime.pe_driver import PEBench
 from rtl.wavelet import unpack
 
 #: Counters every result reports.

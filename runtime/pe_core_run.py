@@ -1,4 +1,4 @@
-"""Run control-core programs on one real PE in Verilator (host side of tb/pe_core_tb.py).
+"""Run control-core programs on one real PE in Verilator (host side of runtime/pe_core_tb.py).
 
 :func:`program_job` turns an assembled :class:`rtl.pe.asm.Program` and what surrounds it
 (bindings, input wavelets, GPRs, extra configuration words) into a job: the configuration
@@ -24,7 +24,7 @@ from rtl.pe.isa import RetireRecord  # noqa: F401  (the trace records' layout, f
 from rtl.pe.regs import (MAX_TASKS, CoreStatus, ErrorCode, Reg, bind_addr, decode_error,
                          decode_fields, encode_bind, encode_task, encode_trigger, gpr_addr,
                          reg_addr, task_addr)
-from tb import sim
+from runtime import sim
 
 __all__ = ["program_job", "run_on_pe", "PERun", "start_task", "pe_build"]
 
@@ -35,7 +35,7 @@ _runs = itertools.count()
 def pe_build():
     """The Verilator model of the default PE under its bench top (the build of
     tests/test_pe.py: the same Verilog, so the same cached model)."""
-    from tb.pe_driver import bench_verilog
+    from runtime.pe_driver import bench_verilog
     return sim.build("pe_bench", bench_verilog())
 
 
@@ -156,7 +156,7 @@ def run_on_pe(jobs, *, timeout=None):
     folder = Path(tempfile.mkdtemp(prefix="pe-core-", dir=build.build_dir)).resolve()
     (folder / "jobs.json").write_text(json.dumps(list(jobs)))
     name = f"pe-core-{os.getpid()}-{next(_runs)}"
-    sim.run(build, "tb.pe_core_tb", testcase="run_programs", name=name, timeout=timeout,
+    sim.run(build, "runtime.pe_core_tb", testcase="run_programs", name=name, timeout=timeout,
             tb_params={"jobs": str(folder / "jobs.json"),
                        "results": str(folder / "results.json")})
     results = [_result(r) for r in json.loads((folder / "results.json").read_text())]

@@ -1,14 +1,14 @@
-"""cocotb bench of the fabric top (:mod:`rtl.fabric`): plays a job of :mod:`tb.fabric_host`.
+"""cocotb bench of the fabric top (:mod:`rtl.fabric`): plays a job of :mod:`runtime.fabric_host`.
 
 No Python runs per cycle. Memories are written and read element by element over VPI
 (no clock cycles); the bench then waits on the top's ``cfg_idle`` / ``done`` / ``stalled``
 outputs with a timer per chunk of cycles, refilling the weight-stream memories and writing
-the progress file between chunks. Parameters (:func:`tb.sim.params`): ``folder`` (the job's
+the progress file between chunks. Parameters (:func:`runtime.sim.params`): ``folder`` (the job's
 ``job.json``/``job.npz``; results go there as ``result.json``/``result.npz``) and
 ``stream_depth``.
 
 Every step's result carries ``span``: the cycles it began and ended at, on the axis of the
-tile model's trace records (:func:`tb.tile_model.clock_index`: clock edges since the clock
+tile model's trace records (:func:`runtime.tile_model.clock_index`: clock edges since the clock
 started); a run step also its ``origin``, the trace cycle of the fabric's run cycle 0.
 """
 
@@ -23,8 +23,8 @@ from cocotb.handle import _GPISetAction
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
-from tb import sim
-from tb.tile_model import clock_index
+from runtime import sim
+from runtime.tile_model import clock_index
 
 PERIOD_NS = 10
 _DEPOSIT = _GPISetAction.DEPOSIT.value
