@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden import fp
+from rtl.pe.ops import OPS
 from rtl.pe.regs import DType, TensorOp
 
 __all__ = ["Const", "Step", "Kernel", "KERNELS", "kernel", "run", "reference", "ulp_error",
@@ -96,8 +97,8 @@ class Kernel:
 
 # --- building kernels --------------------------------------------------------------------------
 
-_BINARY = {TensorOp.FADD, TensorOp.FSUB, TensorOp.FMUL, TensorOp.FMAC, TensorOp.FMAX,
-           TensorOp.FMIN, TensorOp.FCPSGN}
+#: The operations with a second source (the tensor-op table's fact, rtl/pe/ops.py).
+_BINARY = {op for op, info in OPS.items() if info.uses_b}
 
 
 class _Builder:
