@@ -61,8 +61,11 @@ def main(argv=None):
     sim.run(build, "tb.pe_tb", testcase="weight_stream", name="bench_weight_stream",
             tb_params={**common, "seed": 1, "tokens": args.tokens,
                        "features": args.features}, timeout=1800)
+    from gpt_mapping.pe_jobs import gemm_role_jobs
+    jobs = out_dir / "gemm_role_jobs.json"
+    jobs.write_text(json.dumps(gemm_role_jobs(seed=7)))
     sim.run(build, "tb.pe_tb", testcase="gemm_roles", name="bench_gemm_roles",
-            tb_params={**common, "seed": 7}, timeout=1800)
+            tb_params={**common, "jobs": str(jobs)}, timeout=1800)
     sim.run(build, "tb.pe_speed_tb", testcase="speed", name="bench_speed",
             tb_params={**common, "cycles": args.cycles}, timeout=1800)
     records = [json.loads(line) for line in report.read_text().splitlines()]

@@ -549,84 +549,54 @@ async def errors(dut):
 
 # --- the mapper's GEMM recipe, one column position at a time ------------------------------------
 
-async def _run_gemm_position(bench, mapping, x16, w16, x, sums):
-    """Run column ``x``'s PE program (gpt_mapping.fabric_run.pe_program) on this PE, with the
-    bench as its neighbours: partial sums from the west, the row's results from the east."""
-    from gpt_mapping.fabric_run import pe_program, placements
-    from gpt_mapping.streams import column_stream
-    W = mapping.width
-    colors = mapping.colors
-    place = placements([mapping])[0][x, 0]
-    t_y, t_pad = int(mapping.tokens_per_row[0]), mapping.t_pad(0)
-    writes = [(acc_addr(i), 0) for i in range(64)]
-    for addr, words in pe_program(mapping, x, 0, place):
-        writes += [(addr + i, w) for i, w in enumerate(words)]
-    tile = mapping.x_tile(x16, x, 0).reshape(-1).view("<u4")
-    writes += [(place.x_base // 4 + i, int(w)) for i, w in enumerate(tile)]
-    await bench.write(writes)
+async def _run_gemm_job(bench, job):
+    """Play one column position of the mapper's GEMM recipe (a job of tests/test_pe.py, built
+    from gpt_mapping.fabric_run.pe_program, so that this bench imports no mapper): the PE
+    program and X tile, the column's weight stream, the bench as the neighbours (partial
+    sums from the west, the row's results from the east), then the checks."""
+    name, colors = job["name"], job["colors"]
+    await bench.write([tuple(w) for w in job["writes"]])
     await bench.write([(reg_addr(Reg.COUNTER_CTRL), 1)])
-    bench.send(colors.weight, [int(wd) for wd in column_stream(mapping, w16, x)])
-    N = mapping.outputs
-    final16 = fp.f32_to_f16(sums[W - 1])                       # [N, T_y]
-    if x > 0:
-        for n in range(N):
-            bench.send(colors.reduce, [(int(h), 0, 0) for h in sums[x - 1][n].view(np.uint16)])
-    if x < W - 1:
-        for n in range(N):
-            bench.send(colors.result, [(int(h), 0, 0) for h in final16[n]])
-    await bench.run_until_idle(budget=50000, what=f"GEMM column {x}")
-    await _check_no_error(bench, f"GEMM column {x}")
-    if x < W - 1:
-        got = bench.tx_got.pop(colors.reduce)
+    bench.send(colors["weight"], job["weight"])
+    if job["reduce_in"]:
+        bench.send(colors["reduce"], [tuple(w) for w in job["reduce_in"]])
+    if job["result_in"]:
+        bench.send(colors["result"], [tuple(w) for w in job["result_in"]])
+    await bench.run_until_idle(budget=50000, what=name)
+    await _check_no_error(bench, name)
+    if job["east_words"] is not None:
+        got = bench.tx_got.pop(colors["reduce"])
         words = [got[2 * i][0] | (got[2 * i + 1][0] << 16) for i in range(len(got) // 2)]
-        want = np.concatenate([sums[x][n] for n in range(N)])
-        assert words == [int(v) for v in want], f"column {x}: partial sums sent east differ"
+        assert words == job["east_words"], f"{name}: partial sums sent east differ"
     else:
-        got = [d for d, _, _, _ in bench.tx_got.pop(colors.result)]
-        assert got == [int(v) for v in final16.ravel()], f"column {x}: results sent west differ"
-    assert not bench.tx_got, f"column {x}: unexpected wavelets {list(bench.tx_got)}"
-    nr = mapping.output_range(x)
-    if len(nr):
-        words = await bench.read(range(place.y_base // 4,
-                                       place.y_base // 4 + len(nr) * t_pad // 2))
-        got = np.array(words, dtype=np.uint32).view(np.uint16).reshape(len(nr), t_pad)[:, :t_y]
-        assert np.array_equal(got, final16[nr.start:nr.stop]), f"column {x}: Y differs"
+        got = [d for d, _, _, _ in bench.tx_got.pop(colors["result"])]
+        assert got == job["west_results"], f"{name}: results sent west differ"
+    assert not bench.tx_got, f"{name}: unexpected wavelets {list(bench.tx_got)}"
+    if job["y_words"]:
+        start, count = job["y_words"]
+        words = await bench.read(range(start, start + count))
+        t_pad, t_y = job["t_pad"], job["t_y"]
+        got = np.array(words, dtype=np.uint32).view(np.uint16).reshape(-1, t_pad)[:, :t_y]
+        assert got.tolist() == job["y"], f"{name}: Y differs"
     return await bench.counters()
 
 
 @cocotb.test()
 async def gemm_roles(dut):
-    """The mapper's PE program for every column position of a 3-wide row (west, middle,
-    east; owner or not), with the bench as the neighbours: bit-exact partial sums, results
-    and Y; the datapath cycles a reduction costs besides the FMACs are reported."""
-    from gpt_mapping.layout import map_gemm
+    """The mapper's PE program for every column position of a row (west, middle, east; owner
+    or not; the jobs of tests/test_pe.py), with the bench as the neighbours: bit-exact
+    partial sums, results and Y; the datapath cycles a reduction costs besides the FMACs are
+    reported."""
     p = params()
-    rng = np.random.default_rng(p.get("seed", 7))
-    T, K, N, W = 16, 48, 6, 3
+    with open(p["jobs"]) as f:
+        jobs = json.load(f)
     bench = await _bench(dut, idle=0.1, stall=0.2)
-    for sparsity in (0.0, 0.7):
-        x16 = random_bits16(rng, T * K, special=0.0).reshape(T, K).view(np.float16)
-        w16 = random_bits16(rng, K * N, special=0.0).reshape(K, N)
-        w16[rng.random((K, N)) < sparsity] = 0
-        w16 = w16.view(np.float16)
-        mapping = map_gemm(x16, w16, W, 1)
-        # Golden chain: P_x per column (skipping zero weights), s_x = s_{x-1} + P_x.
-        sums = []
-        for x in range(W):
-            kr = mapping.feature_range(x)
-            part = np.zeros((N, T), dtype=np.uint32)
-            for n in range(N):
-                for k in range(kr.start, kr.stop):
-                    wbits = w16.view(np.uint16)[k, n]
-                    if wbits & 0x7FFF:
-                        part[n] = fp.fmac_mixed(part[n], x16.view(np.uint16)[:, k], wbits)
-            sums.append(part if x == 0 else fp.add32(sums[-1], part))
-        for x in range(W):
-            ctr = await _run_gemm_position(bench, mapping, x16, w16, x, sums)
-            fmac_issues = ctr["FMAC_LANES"] // 4
-            extra = (ctr["BUSY"] - fmac_issues) / N
-            dut._log.info(f"GEMM column {x} of {W} (sparsity {sparsity}): "
-                          f"{ctr['FMAC_LANES']} FMAC lanes, {extra:.1f} other datapath "
-                          f"cycles per output")
-            _report("gemm_roles", {"column": x, "width": W, "sparsity": sparsity,
-                                   "reduction_cycles_per_output": extra, **ctr})
+    for job in jobs:
+        ctr = await _run_gemm_job(bench, job)
+        fmac_issues = ctr["FMAC_LANES"] // 4
+        extra = (ctr["BUSY"] - fmac_issues) / job["outputs"]
+        dut._log.info(f"{job['name']}: {ctr['FMAC_LANES']} FMAC lanes, {extra:.1f} other "
+                      f"datapath cycles per output")
+        _report("gemm_roles", {"column": job["x"], "width": job["width"],
+                               "sparsity": job["sparsity"],
+                               "reduction_cycles_per_output": extra, **ctr})
