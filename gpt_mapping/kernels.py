@@ -44,38 +44,26 @@ class KernelProgram:
     dsrs: dict                   #: buffer (and "const <value>") -> DSR id
     config: list                 #: (PE cfg address, word): the DSRs the host writes
     steps: list                  #: the kernel's steps on the PE's buffers (see allocate)
-
-    @property
-    def x_byte(self):
-        return 2 * self.bases["x"]
-
-    @property
-    def y_byte(self):
-        return 2 * self.bases["y"]
+    types: dict                  #: the PE's buffers -> DType (see allocate)
 
     def input_words(self, x16):
         """(SRAM word address, word) writes that put the FP16 bits ``x16`` into ``x``."""
-        x16 = [int(v) for v in x16]
+        x16 = np.asarray(x16, dtype=np.uint16).ravel()
         if len(x16) != self.n:
             raise ValueError(f"{self.kernel.name}: {len(x16)} inputs for a program of "
                              f"{self.n} elements")
-        if len(x16) % 2:
-            x16.append(0)
+        words = np.zeros(2 * ((self.n + 1) // 2), dtype=np.uint16)
+        words[:self.n] = x16
         word0 = self.bases["x"] // 2
-        return [(word0 + i, x16[2 * i] | (x16[2 * i + 1] << 16))
-                for i in range(len(x16) // 2)]
+        return [(word0 + i, int(w)) for i, w in enumerate(words.view("<u4"))]
 
     def output_range(self):
         """(byte address, words) of ``y`` for the read-back."""
-        return self.y_byte, (self.n + 1) // 2
+        return 2 * self.bases["y"], (self.n + 1) // 2
 
-    @staticmethod
-    def unpack(words, n):
-        """FP16 bits of the first ``n`` elements from read-back words."""
-        out = []
-        for w in words:
-            out += [w & 0xFFFF, w >> 16]
-        return out[:n]
+    def unpack(self, words):
+        """FP16 bits of ``y`` from its read-back words."""
+        return np.asarray(words, dtype="<u4").view(np.uint16)[:self.n]
 
 
 def _round_up(v, m):
@@ -107,6 +95,7 @@ def allocate(kern, banks=8):
     if any(st.dst == "y" for st in steps[:-1]) or steps[-1].dst != "y":
         raise ValueError(f"{kern.name}: only the last step may write y")
     # Values: one per step (its result); the operands name the values they read.
+    values = [f"v{i}" for i in range(len(steps) - 1)] + ["y"]
     current = {"x": "x"}
     uses = {}                          # value -> step indices reading it
     reads = []
@@ -118,7 +107,7 @@ def allocate(kern, banks=8):
             srcs.append(current[o])
             uses.setdefault(current[o], []).append(i)
         reads.append(srcs)
-        current[st.dst] = "y" if i == len(steps) - 1 else f"v{i}"
+        current[st.dst] = values[i]
     last_use = {v: max(idx) for v, idx in uses.items()}
     pairs = {"x": 0, "y": 1}
     holder = {}                        # physical FP32 buffer -> the value it holds
@@ -126,15 +115,13 @@ def allocate(kern, banks=8):
     buffers = {"x": DType.FP16, "y": DType.FP16}
     new_steps = []
     for i, st in enumerate(steps):
-        src_vals = reads[i]
-        value = "y" if i == len(steps) - 1 else f"v{i}"
+        src_vals, value = reads[i], values[i]
         if value != "y":
             avoid = {pairs[phys[v]] for v in src_vals}
             # ...and the pairs of the values this one is read beside later.
             for j in uses.get(value, []):
                 avoid |= {pairs[phys[v]] for v in reads[j] if v != value and v in phys}
-            free = [b for b, held in holder.items()
-                    if held is None or last_use.get(held, -1) < i]
+            free = [b for b, held in holder.items() if last_use.get(held, -1) < i]
             choice = next((b for b in free if pairs[b] not in avoid), None)
             if choice is None:
                 choice = f"t{len(holder)}"
@@ -210,7 +197,7 @@ def compile_kernel(kern, n, *, pe=None):
         words = encode_dsr(Kind.SCALAR, dtype=DType.FP32, value=c.bits)
         config += [(dsr_addr(const_dsr[c.bits], w, pe=pe), v) for w, v in enumerate(words)]
     dsrs.update({f"const {c}": const_dsr[c.bits] for c in consts})
-    return KernelProgram(kern, n, program, source, bases, dsrs, config, steps)
+    return KernelProgram(kern, n, program, source, bases, dsrs, config, steps, buffer_types)
 
 
 # --- the cycle model ---------------------------------------------------------------------------
@@ -233,7 +220,7 @@ def predict_cycles(kp, banks=8, overhead=KERNEL_OVERHEAD):
     issue stalls a cycle when a source's bank is being written by the write-back (4 cycles
     after its issue), and once when its two sources hit one bank on different words
     (docs/pe.md sections 4.1 and 7)."""
-    types = {b: (DType.FP32 if b.startswith("t") else DType.FP16) for b in kp.bases}
+    types = kp.types
 
     def words(buf, first, lanes):
         if buf is None or isinstance(buf, Const):
@@ -301,11 +288,11 @@ def run_kernels_on_pe(inputs, *, n=512, timeout=None):
             raise RuntimeError(f"kernel {name}: the PE stopped with {run.stopped!r} at PC "
                                f"{run.pc:#x}, error {run.error}")
         start, _ = kp.output_range()
-        out[name][0].extend(kp.unpack(run.mem[start], len(chunk)))
+        out[name][0].extend(kp.unpack(run.mem[start]).tolist())
         out[name][1].append(run.counters["CORE_ACTIVE"])
         out[name][2].append(run.counters)
     return {name: KernelRun(np.array(ys, dtype=np.uint16), cycles, counters, n,
-                            len(compile_kernel(name, 1).kernel.steps))
+                            len(named_kernel(name).steps))
             for name, (ys, cycles, counters) in out.items()}
 
 

@@ -131,17 +131,19 @@ def ref_fma(fmt_acc, fmt_in):
     return fma
 
 
+def _order(v):
+    """A decoded value's place in the total order: (value, sign rank), -0 below +0."""
+    if v[0] == INF:
+        return (float("-inf") if v[1] else float("inf"), 0)
+    return (signed(v), -v[1])
+
+
 def ref_max(fmt):
     def maximum(a, b):
         x, y = decode(a, fmt), decode(b, fmt)
         if x[0] == NAN or y[0] == NAN:
             return fmt.nan
-
-        def order(v):  # (value, sign rank) so that +0 sorts above -0
-            if v[0] == INF:
-                return (float("-inf") if v[1] else float("inf"), 0)
-            return (signed(v), -v[1])
-        return int(a) if order(x) >= order(y) else int(b)
+        return int(a) if _order(x) >= _order(y) else int(b)
     return maximum
 
 
@@ -150,12 +152,7 @@ def ref_min(fmt):
         x, y = decode(a, fmt), decode(b, fmt)
         if x[0] == NAN or y[0] == NAN:
             return fmt.nan
-
-        def order(v):  # (value, sign rank) so that -0 sorts below +0
-            if v[0] == INF:
-                return (float("-inf") if v[1] else float("inf"), 0)
-            return (signed(v), -v[1])
-        return int(a) if order(x) <= order(y) else int(b)
+        return int(a) if _order(x) <= _order(y) else int(b)
     return minimum
 
 
