@@ -24,7 +24,7 @@ from rtl.pe.asm import assemble
 from rtl.pe.isa import LaunchModifier
 from rtl.pe.regs import LEN_BITS, DType, ErrorCode, Kind, PEParams, dsr_addr, encode_dsr
 
-__all__ = ["KernelProgram", "compile_kernel", "allocate", "predict_cycles", "KERNEL_OVERHEAD",
+__all__ = ["KernelProgram", "compile_kernel", "EmbeddedKernel", "embed_kernel", "allocate", "predict_cycles", "KERNEL_OVERHEAD",
            "MAX_ELEMENTS", "KernelRun", "run_kernels_on_pe",
            "run_kernel_on_pe"]
 
@@ -137,9 +137,25 @@ def allocate(kern, banks=8):
     return new_steps, buffers, pairs
 
 
-def compile_kernel(kern, n, *, pe=None):
-    """Compile ``kern`` (a :class:`Kernel` or its name) for vectors of ``n`` elements on the
-    PE ``pe`` (default: the fabric's PE). Errors name the kernel and what does not fit."""
+@dataclass
+class EmbeddedKernel:
+    """A kernel's launches placed inside a larger PE program (:func:`embed_kernel`)."""
+    lines: list                  #: assembly lines (the launches, no ``twait``/``tend``)
+    bases: dict                  #: the kernel's own buffers -> base, in FP16 elements
+    dsrs: dict                   #: buffer (and "const <value>") -> DSR id
+    config: list                 #: (PE cfg address, word): the DSRs of its own buffers
+    steps: list                  #: the kernel's steps on the PE's buffers (see allocate)
+    types: dict                  #: the PE's buffers -> DType
+    end: int                     #: first FP16 element after its buffers
+    next_dsr: int                #: first DSR id it left free
+
+
+def embed_kernel(kern, n, *, at, first_dsr, x_dsr=None, y_dsr=None, pe=None, rm_reg="r7"):
+    """The launches of ``kern`` on ``n`` elements, for a PE program that holds other code:
+    its buffers from FP16 element ``at`` on (each base on its bank pair, as
+    :func:`allocate` chose), its DSRs from id ``first_dsr`` on, the FMAC modifiers loaded
+    into ``rm_reg``. ``x_dsr`` / ``y_dsr``: DSRs the caller already configured for the input
+    and the output (n FP16 elements each); then the kernel allocates no buffer for them."""
     if isinstance(kern, str):
         kern = named_kernel(kern)
     pe = pe or PEParams()
@@ -147,57 +163,74 @@ def compile_kernel(kern, n, *, pe=None):
         raise ValueError(f"{kern.name}: n = {n}: a vector is 1..{MAX_ELEMENTS} elements "
                          f"(one tensor dimension)")
     steps, buffer_types, pairs = allocate(kern, pe.banks)
-    names = list(buffer_types)
+    given = {b: d for b, d in (("x", x_dsr), ("y", y_dsr)) if d is not None}
+    own = [b for b in buffer_types if b not in given]
     consts = kern.constants()
-    dsrs = {b: i for i, b in enumerate(names)}
-    const_dsr = {c.bits: len(names) + i for i, c in enumerate(consts)}
-    if len(names) + len(consts) > pe.num_dsrs:
-        raise ValueError(f"{kern.name}: {len(names)} buffers and {len(consts)} constants "
-                         f"need {len(names) + len(consts)} DSRs; the PE has {pe.num_dsrs}")
+    dsrs = dict(given)
+    dsrs.update({b: first_dsr + i for i, b in enumerate(own)})
+    const_dsr = {c.bits: first_dsr + len(own) + i for i, c in enumerate(consts)}
+    next_dsr = first_dsr + len(own) + len(consts)
+    if next_dsr > pe.num_dsrs:
+        raise ValueError(f"{kern.name}: {len(own)} buffers and {len(consts)} constants "
+                         f"need DSRs {first_dsr}..{next_dsr - 1}; the PE has {pe.num_dsrs}")
 
     def operand(o):
         if o is None:
             return "-"
         return str(const_dsr[o.bits] if isinstance(o, Const) else dsrs[o])
 
-    lines = [f"# {kern.name}: {kern.doc}" if kern.doc else f"# {kern.name}"]
+    lines = []
     rm_loaded = None
     for i, st in enumerate(steps):
         rm = "r0"
         if st.s is not None:
             value = LaunchModifier.const({"s_dsr": 1, "s": const_dsr[st.s.bits]}).as_bits()
             if value != rm_loaded:
-                lines.append(f"li r7, {value:#x}          # rm: FMAC scalar from DSR "
+                lines.append(f"li {rm_reg}, {value:#x}          # rm: FMAC scalar from DSR "
                              f"{const_dsr[st.s.bits]} ({st.s})")
                 rm_loaded = value
-            rm = "r7"
+            rm = rm_reg
         lines.append(f"t.{st.op.name.lower()} {dsrs[st.dst]}, {operand(st.a)}, "
-                     f"{operand(st.b)}, r0, {rm}    # {i}: {st.text()}")
-    lines += ["twait                   # the last step has written y", "tend"]
-    source = "\n".join(lines) + "\n"
-    program = assemble(source)
-
-    # Data after the code: x, y, then the temporaries, each base on its bank pair.
-    bases, at = {}, _round_up(2 * len(program.words), _ALIGN)
+                     f"{operand(st.b)}, r0, {rm}    # {kern.name} {i}: {st.text()}")
+    # Buffers: each base on its bank pair.
+    bases = {}
     span = 2 * pe.banks                # FP16 elements per round of the banks
-    for b in names:
+    for b in own:
         at = _round_up(at, span) + 4 * pairs[b]
         bases[b] = at
         at += n * (2 if buffer_types[b] == DType.FP32 else 1)
-    halves = 2 * pe.sram_words
-    if at > halves:
-        raise ValueError(f"{kern.name}: n = {n} needs {at} FP16 elements of SRAM (code "
-                         f"{2 * len(program.words)}, {len(names)} buffers); the PE has "
-                         f"{halves}")
     config = []
-    for b in names:
+    for b in own:
         words = encode_dsr(Kind.MEM, dtype=buffer_types[b], base=bases[b], dims=((n, 1),))
         config += [(dsr_addr(dsrs[b], w, pe=pe), v) for w, v in enumerate(words)]
     for c in consts:
         words = encode_dsr(Kind.SCALAR, dtype=DType.FP32, value=c.bits)
         config += [(dsr_addr(const_dsr[c.bits], w, pe=pe), v) for w, v in enumerate(words)]
     dsrs.update({f"const {c}": const_dsr[c.bits] for c in consts})
-    return KernelProgram(kern, n, program, source, bases, dsrs, config, steps, buffer_types)
+    return EmbeddedKernel(lines, bases, dsrs, config, steps, buffer_types, at, next_dsr)
+
+
+def compile_kernel(kern, n, *, pe=None):
+    """Compile ``kern`` (a :class:`Kernel` or its name) for vectors of ``n`` elements on the
+    PE ``pe`` (default: the fabric's PE). Errors name the kernel and what does not fit."""
+    if isinstance(kern, str):
+        kern = named_kernel(kern)
+    pe = pe or PEParams()
+    # The code's length does not depend on where the data goes: lay it out once to size it.
+    probe = embed_kernel(kern, n, at=0, first_dsr=0, pe=pe)
+    head = [f"# {kern.name}: {kern.doc}" if kern.doc else f"# {kern.name}"]
+    tail = ["twait                   # the last step has written y", "tend"]
+    code_words = len(assemble("\n".join(head + probe.lines + tail) + "\n").words)
+    emb = embed_kernel(kern, n, at=_round_up(2 * code_words, _ALIGN), first_dsr=0, pe=pe)
+    source = "\n".join(head + emb.lines + tail) + "\n"
+    program = assemble(source)
+    halves = 2 * pe.sram_words
+    if emb.end > halves:
+        raise ValueError(f"{kern.name}: n = {n} needs {emb.end} FP16 elements of SRAM (code "
+                         f"{2 * len(program.words)}, {len(emb.bases)} buffers); the PE has "
+                         f"{halves}")
+    return KernelProgram(kern, n, program, source, emb.bases, emb.dsrs, emb.config,
+                         emb.steps, emb.types)
 
 
 # --- the cycle model ---------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""The golden model of the block's non-GEMM operations as the fabric computes them.
+
+Every function here works on FP16 / FP32 *bits* with the operations of golden/fp.py (SPEC 6),
+in explicit loops in the fixed orders the fabric uses (docs/rowops.md), and knows nothing
+of PEs, DSRs or wavelets: only the feature split of the activations over the fabric's
+columns (``bounds``: column x holds features ``bounds[x] .. bounds[x + 1] - 1``), because
+that split fixes the order of every row reduction. The RTL runs of gpt_mapping/rowops.py
+are checked bit for bit against it; it is a separate implementation (no code shared with
+the PE program generator beyond golden/fp.py and golden/nonlinear.py's kernel execution).
+
+Row reduction (sum or max) of a [T, C] tensor over its features, for each token:
+
+1. in every column x, in feature order: ``p = v[lo]``, then ``p = p OP v[k]`` for
+   k = lo + 1 .. hi - 1 (the PE's local pass);
+2. along the row, west to east: ``s = p_0``, then ``s = p_x OP s`` for x = 1 .. W - 1 (the
+   chain: PE x combines its own partial with what arrives from x - 1, as the GEMM's
+   reduction does);
+3. every PE of the row receives ``s`` (FP32).
+"""
+
+import numpy as np
+
+from golden import fp
+from golden.nonlinear import run as run_kernel
+
+__all__ = ["REDUCE_OPS", "check_bounds", "row_reduce", "layernorm", "LN_EPS"]
+
+#: The reductions: name -> the FP32 operation of golden/fp.py.
+REDUCE_OPS = {"sum": fp.add32, "max": fp.max32}
+#: nanoGPT's LayerNorm epsilon (torch's default).
+LN_EPS = 1e-5
+
+
+def check_bounds(bounds, features):
+    """``bounds`` as an int64 array, checked: starts at 0, ends at ``features``, every
+    column holds at least one feature (a row reduction has no identity element)."""
+    b = np.asarray(bounds, dtype=np.int64)
+    if b.ndim != 1 or len(b) < 2 or b[0] != 0 or b[-1] != features:
+        raise ValueError(f"bounds {list(b)} do not split {features} features "
+                         f"(they must run from 0 to {features})")
+    empty = np.nonzero(np.diff(b) <= 0)[0]
+    if len(empty):
+        raise ValueError(f"column {int(empty[0])} of the split {list(b)} holds no feature; "
+                         f"a row reduction needs at least one per column")
+    return b
+
+
+def row_reduce(v32, bounds, op="sum"):
+    """The row reduction of FP32 bits ``v32`` [T, C]: FP32 bits [T] (docstring above).
+
+    ``op``: "sum" or "max". FP16 inputs: widen them with :func:`golden.fp.f16_to_f32` first
+    (exact), as the PE's first FMOV does.
+    """
+    if op not in REDUCE_OPS:
+        raise ValueError(f"no row reduction {op!r} (there are: {', '.join(REDUCE_OPS)})")
+    f = REDUCE_OPS[op]
+    v32 = np.asarray(v32, dtype=np.uint32)
+    if v32.ndim != 2:
+        raise ValueError(f"row_reduce wants a [T, C] tensor, not shape {v32.shape}")
+    b = check_bounds(bounds, v32.shape[1])
+    partials = []
+    for x in range(len(b) - 1):
+        p = v32[:, b[x]].copy()
+        for k in range(b[x] + 1, b[x + 1]):
+            p = f(p, v32[:, k])
+        partials.append(p)
+    s = partials[0]
+    for p in partials[1:]:
+        s = f(p, s)
+    return s
+
+
+def layernorm(x16, gamma16, beta16, bounds, eps=LN_EPS, stages=None):
+    """LayerNorm of FP16 bits ``x16`` [T, C] with FP16 scale and shift bits [C]: FP16 bits.
+
+    The fabric's sequence (docs/rowops.md section 3), each line one PE operation rounding
+    once to FP32 (or FP16 where it says so):
+
+    ``S = row_reduce(x)``; ``mean = S * round32(1 / C)``; ``d = x - mean``;
+    ``q = d * d``; ``S2 = row_reduce(q)``; ``var = S2 * round32(1 / C)``;
+    ``v = round16(var + round32(eps))``; ``r = rsqrt(v)`` (the FP16 kernel of
+    golden/nonlinear.py); ``z = d * r``; ``z = z * gamma``; ``y = round16(z + beta)``.
+
+    ``stages``: a dict that receives the intermediate values (for tests and the report).
+    """
+    x16 = np.asarray(x16, dtype=np.uint16)
+    T, C = x16.shape
+    b = check_bounds(bounds, C)
+    gamma16 = np.asarray(gamma16, dtype=np.uint16)
+    beta16 = np.asarray(beta16, dtype=np.uint16)
+    for name, arr in (("gamma", gamma16), ("beta", beta16)):
+        if arr.shape != (C,):
+            raise ValueError(f"LayerNorm {name} has shape {arr.shape}, expected ({C},)")
+    inv_c = fp.f32_to_bits(np.float32(1.0) / np.float32(C))
+    eps32 = fp.f32_to_bits(np.float32(eps))
+    x32 = fp.f16_to_f32(x16)
+    s = row_reduce(x32, b, "sum")
+    mean = fp.mul32(s, inv_c)
+    d = np.empty((T, C), dtype=np.uint32)
+    for k in range(C):
+        d[:, k] = fp.sub32(x32[:, k], mean)
+    q = np.empty_like(d)
+    for k in range(C):
+        q[:, k] = fp.mul32(d[:, k], d[:, k])
+    s2 = row_reduce(q, b, "sum")
+    var = fp.mul32(s2, inv_c)
+    v16 = fp.f32_to_f16(fp.add32(var, eps32))
+    r16 = run_kernel("rsqrt", v16)
+    r32 = fp.f16_to_f32(r16)
+    y16 = np.empty_like(x16)
+    for k in range(C):
+        z = fp.mul32(d[:, k], r32)
+        z = fp.mul32(z, fp.f16_to_f32(gamma16[k]))
+        y16[:, k] = fp.f32_to_f16(fp.add32(z, fp.f16_to_f32(beta16[k])))
+    if stages is not None:
+        stages.update(sum=s, mean=mean, sum_sq=s2, var=var, v16=v16, rstd16=r16)
+    return y16
