@@ -1,10 +1,13 @@
-"""Row reductions and LayerNorm on the RTL fabric: cycles measured against the cycle model.
+"""Row reductions, LayerNorm and the element-wise operations on the RTL fabric: cycles
+measured against the cycle models.
 
     python bench/rowops.py [--set tune|check|all] [--fit] [--json OUT.json]
 
-Every case runs the row sum, the row max and LayerNorm of a seeded FP16 activation on the
-Verilator fabric, checks the outputs bit for bit against golden/fabric_ops.py and prints
-the measured cycles beside :func:`gpt_mapping.rowops.predict_row_cycles`. ``tune`` is the
+Every case runs the row sum, the row max, LayerNorm, the bias add, the residual add and
+both GELUs of a seeded FP16 activation on the Verilator fabric, checks the outputs bit for
+bit against golden/fabric_ops.py and prints the measured cycles beside
+:func:`gpt_mapping.rowops.predict_row_cycles` and
+:func:`gpt_mapping.elementwise.predict_elementwise_cycles`. ``tune`` is the
 set the model's constants were fitted on, ``check`` the cases it was not (docs/rowops.md
 section 5); ``--fit`` prints the least-squares constants from the ``tune`` cases (what
 ``gpt_mapping/rowops.py`` holds).
@@ -21,12 +24,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golden import fabric_ops as G, fp                                   # noqa: E402
-from gpt_mapping import rowops                                            # noqa: E402
+from gpt_mapping import elementwise, rowops                               # noqa: E402
 
 #: (width, height, tokens, features)
 TUNE = [(4, 4, t, c) for t in (4, 16, 24, 40, 64) for c in (16, 64, 128)]
 CHECK = [(2, 2, 8, 8), (2, 2, 8, 48), (2, 2, 24, 8), (2, 2, 24, 48), (3, 4, 12, 36),
          (1, 2, 10, 20), (4, 4, 10, 40), (4, 4, 32, 64), (4, 4, 48, 96), (4, 2, 20, 64)]
+
+
+OPS = ("sum", "max", "layernorm", "bias", "residual", "gelu", "gelu_tanh")
 
 
 def run_case(w, h, t, c, seed=0):
@@ -50,6 +56,16 @@ def run_case(w, h, t, c, seed=0):
     row["layernorm"] = {"cycles": r.counters["cycles"],
                         "predicted": rowops.predict_row_cycles(m, "layernorm"),
                         "bit_exact": bool((r.y16.view(np.uint16) == gold).all())}
+    res = rng.standard_normal((t, c)).astype(np.float16)
+    x16, b16, r16 = x.view(np.uint16), beta.view(np.uint16), res.view(np.uint16)
+    for op, operand, gold in (("bias", beta, G.bias_add(x16, b16)),
+                              ("residual", res, G.residual_add(x16, r16)),
+                              ("gelu", None, G.gelu(x16)),
+                              ("gelu_tanh", None, G.gelu(x16, "gelu_tanh"))):
+        y, counters = elementwise.run_elementwise_rtl(m, op, x, operand)
+        row[op] = {"cycles": counters["cycles"],
+                   "predicted": elementwise.predict_elementwise_cycles(m, op),
+                   "bit_exact": bool((y.view(np.uint16) == gold).all())}
     return row
 
 
@@ -86,7 +102,7 @@ def main(argv=None):
         row["set"] = "tune" if (w, h, t, c) in TUNE else "check"
         row["seconds"] = round(time.time() - start, 1)
         rows.append(row)
-        for op in ("sum", "max", "layernorm"):
+        for op in OPS:
             r = row[op]
             err = (r["predicted"] - r["cycles"]) / r["cycles"]
             r["error"] = round(err, 4)
@@ -101,8 +117,7 @@ def main(argv=None):
         print("fitted on the tune cases:", fit([r for r in rows if r["set"] == "tune"]))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    return 0 if all(r[op]["bit_exact"] for r in rows for op in ("sum", "max", "layernorm")) \
-        else 1
+    return 0 if all(r[op]["bit_exact"] for r in rows for op in OPS) else 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ import numpy as np
 from golden import fp
 from golden.nonlinear import run as run_kernel
 
-__all__ = ["REDUCE_OPS", "check_bounds", "row_reduce", "layernorm", "LN_EPS"]
+__all__ = ["REDUCE_OPS", "check_bounds", "row_reduce", "layernorm", "LN_EPS", "bias_add",
+           "residual_add", "gelu"]
 
 #: The reductions: name -> the FP32 operation of golden/fp.py.
 REDUCE_OPS = {"sum": fp.add32, "max": fp.max32}
@@ -115,3 +116,38 @@ def layernorm(x16, gamma16, beta16, bounds, eps=LN_EPS, stages=None):
     if stages is not None:
         stages.update(sum=s, mean=mean, sum_sq=s2, var=var, v16=v16, rstd16=r16)
     return y16
+
+
+# --- element-wise operations (gpt_mapping/elementwise.py) ----------------------------------------
+
+def _f16_out(v32):
+    """An FP16 destination of a PE operation: the FP32 result rounded to FP16."""
+    return fp.f32_to_f16(v32)
+
+
+def bias_add(x16, b16):
+    """``round16(round32(x + b))`` per feature: FP16 bits [T, C] and [C]."""
+    x16 = np.asarray(x16, dtype=np.uint16)
+    b16 = np.asarray(b16, dtype=np.uint16)
+    if x16.ndim != 2 or b16.shape != (x16.shape[1],):
+        raise ValueError(f"bias of shape {b16.shape} for an activation of shape {x16.shape}")
+    out = np.empty_like(x16)
+    for k in range(x16.shape[1]):
+        out[:, k] = _f16_out(fp.add32(fp.f16_to_f32(x16[:, k]), fp.f16_to_f32(b16[k])))
+    return out
+
+
+def residual_add(a16, b16):
+    """``round16(round32(a + b))``: FP16 bits of the same shape."""
+    a16 = np.asarray(a16, dtype=np.uint16)
+    b16 = np.asarray(b16, dtype=np.uint16)
+    if a16.shape != b16.shape:
+        raise ValueError(f"residual add of shapes {a16.shape} and {b16.shape}")
+    return _f16_out(fp.add32(fp.f16_to_f32(a16), fp.f16_to_f32(b16)))
+
+
+def gelu(x16, form="gelu"):
+    """GELU of FP16 bits: golden/nonlinear.py's kernel ``form`` ("gelu", "gelu_tanh")."""
+    if form not in ("gelu", "gelu_tanh"):
+        raise ValueError(f"no GELU form {form!r} (there are: gelu, gelu_tanh)")
+    return run_kernel(form, np.asarray(x16, dtype=np.uint16))

@@ -150,18 +150,24 @@ class EmbeddedKernel:
     next_dsr: int                #: first DSR id it left free
 
 
-def embed_kernel(kern, n, *, at, first_dsr, x_dsr=None, y_dsr=None, pe=None, rm_reg="r7"):
+def embed_kernel(kern, n, *, at, first_dsr, x_dsr=None, y_dsr=None, pe=None, rm_reg="r7",
+                 grid=None):
     """The launches of ``kern`` on ``n`` elements, for a PE program that holds other code:
     its buffers from FP16 element ``at`` on (each base on its bank pair, as
     :func:`allocate` chose), its DSRs from id ``first_dsr`` on, the FMAC modifiers loaded
     into ``rm_reg``. ``x_dsr`` / ``y_dsr``: DSRs the caller already configured for the input
-    and the output (n FP16 elements each); then the kernel allocates no buffer for them."""
+    and the output (n FP16 elements each); then the kernel allocates no buffer for them.
+    ``grid``: the DSR dimensions ``[(len, stride), ...]`` of every buffer (default
+    ``[(n, 1)]``; a contiguous 2-D grid lets ``n`` exceed one dimension's limit); the
+    product of the lengths must be ``n`` and each buffer holds ``n`` contiguous elements."""
     if isinstance(kern, str):
         kern = named_kernel(kern)
     pe = pe or PEParams()
-    if not 1 <= n <= MAX_ELEMENTS:
-        raise ValueError(f"{kern.name}: n = {n}: a vector is 1..{MAX_ELEMENTS} elements "
-                         f"(one tensor dimension)")
+    grid = [(n, 1)] if grid is None else [tuple(d) for d in grid]
+    if int(np.prod([d[0] for d in grid])) != n or any(
+            not 1 <= d[0] <= MAX_ELEMENTS for d in grid):
+        raise ValueError(f"{kern.name}: n = {n} elements on the grid {grid}: every "
+                         f"dimension is 1..{MAX_ELEMENTS} elements and their product is n")
     steps, buffer_types, pairs = allocate(kern, pe.banks)
     given = {b: d for b, d in (("x", x_dsr), ("y", y_dsr)) if d is not None}
     own = [b for b in buffer_types if b not in given]
@@ -201,7 +207,7 @@ def embed_kernel(kern, n, *, at, first_dsr, x_dsr=None, y_dsr=None, pe=None, rm_
         at += n * (2 if buffer_types[b] == DType.FP32 else 1)
     config = []
     for b in own:
-        words = encode_dsr(Kind.MEM, dtype=buffer_types[b], base=bases[b], dims=((n, 1),))
+        words = encode_dsr(Kind.MEM, dtype=buffer_types[b], base=bases[b], dims=grid)
         config += [(dsr_addr(dsrs[b], w, pe=pe), v) for w, v in enumerate(words)]
     for c in consts:
         words = encode_dsr(Kind.SCALAR, dtype=DType.FP32, value=c.bits)

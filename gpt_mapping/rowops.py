@@ -15,7 +15,7 @@ in two passes, both on the colours of the GEMM (:class:`gpt_mapping.layout.Color
    at once.
 
 A row operation is started by a command in the column's stream from the north edge
-(:class:`gpt_mapping.streams.RowCommand`), so it runs as a task of the PE's control core
+(:class:`gpt_mapping.streams.BlockCommand`), so it runs as a task of the PE's control core
 (SPEC 4.5): ``ROW_REDUCE`` (sum or max; :func:`run_row_reduce_rtl`) and ``LAYERNORM``
 (:func:`run_layernorm_rtl`): mean and variance as two row sums, the reciprocal square root
 by the FP16 kernel of golden/nonlinear.py on the PE, then the scale and shift, which arrive
@@ -38,7 +38,7 @@ from gpt_mapping.fabric_run import (_PE_COUNTERS, Placement, _check_errors, _che
                                     gemm_routes, pe_params)
 from gpt_mapping.kernels import embed_kernel
 from gpt_mapping.layout import FP16_BYTES, GemmMapping, MappingError, check_gemm_operands
-from gpt_mapping.streams import ReductionCommand, RowCommand
+from gpt_mapping.streams import ReductionCommand, BlockCommand
 from rtl.pe import regs as R
 from rtl.pe.asm import assemble
 from rtl.pe.isa import LaunchModifier
@@ -49,15 +49,15 @@ from runtime.fabric_host import ConfigProgram, FabricStallError, Job, diagnose, 
 
 __all__ = ["row_mapping", "RowTile", "tile_plan", "row_reduce_program", "layernorm_program",
            "row_streams", "run_row_reduce_rtl", "run_layernorm_rtl", "RowOpResult",
-           "predict_row_cycles", "DATA_TASK", "CTRL_BASE", "ROW_TASKS"]
+           "predict_row_cycles", "run_tile_op", "DATA_TASK", "CTRL_BASE", "ROW_TASKS"]
 
 #: The binding of the stream colour, the GEMM's: data wavelets start task DATA_TASK (the
 #: GEMM's FMAC; refused here), command c starts task CTRL_BASE + c.
 DATA_TASK, CTRL_BASE = 0, 2
-ROW_TASKS = {"row_reduce": CTRL_BASE + RowCommand.ROW_REDUCE,
-             "layernorm": CTRL_BASE + RowCommand.LAYERNORM,
-             "scale": CTRL_BASE + RowCommand.LN_SCALE,
-             "shift": CTRL_BASE + RowCommand.LN_SHIFT}
+ROW_TASKS = {"row_reduce": CTRL_BASE + BlockCommand.ROW_REDUCE,
+             "layernorm": CTRL_BASE + BlockCommand.LAYERNORM,
+             "scale": CTRL_BASE + BlockCommand.LN_SCALE,
+             "shift": CTRL_BASE + BlockCommand.LN_SHIFT}
 #: Data wavelets (weights), the GEMM's commands and code 0 are refused here: their task is a
 #: launch the PE rejects with BAD_OPERAND, so a stream meant for a GEMM cannot silently run.
 _BAD_TASKS = (DATA_TASK, CTRL_BASE, CTRL_BASE + int(ReductionCommand.PARTIAL_SUM),
@@ -359,13 +359,13 @@ def row_streams(mapping, command, gamma16=None, beta16=None):
     out = []
     for x in range(mapping.width):
         words = [pack_array(data=0, index=int(command), ctrl=1, color=color).reshape(1)]
-        if command == RowCommand.LAYERNORM:
+        if command == BlockCommand.LAYERNORM:
             kr = mapping.feature_range(x)
             g = np.asarray(gamma16).view(np.uint16)[kr.start:kr.stop]
             b = np.asarray(beta16).view(np.uint16)[kr.start:kr.stop]
-            words.append(pack_array(data=g, index=int(RowCommand.LN_SCALE), ctrl=1,
+            words.append(pack_array(data=g, index=int(BlockCommand.LN_SCALE), ctrl=1,
                                     color=color))
-            words.append(pack_array(data=b, index=int(RowCommand.LN_SHIFT), ctrl=1,
+            words.append(pack_array(data=b, index=int(BlockCommand.LN_SHIFT), ctrl=1,
                                     color=color))
         out.append(np.concatenate(words).astype(np.uint32))
     return out
@@ -453,15 +453,25 @@ def _check_input(mapping, x16, name="X"):
                            f"({mapping.tokens}, {mapping.features})")
 
 
-def _run(mapping, x16, programs, streams, predicted, layernorm, *, fabric=None, budget=None,
-         watchdog=5000):
-    """Load ``x16`` and the tiles' ``programs``, inject the ``streams``, read back Y (for
-    LayerNorm), every PE's ``s32`` and all counters; errors as the GEMM runs'."""
+def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, reads=None,
+                fabric=None, budget=None, watchdog=5000, name="row op"):
+    """Run one operation on the activations' layout: configure the routes (the GEMM's),
+    load the tensors ``loads`` = ``[(x16 [T, C], byte_base(x, y))]`` into every PE (as
+    :meth:`GemmMapping.x_tile` lays X out), write the tiles' ``programs``
+    (``{(x, y): [(pe_address, [words])]}``), inject the column ``streams`` and read back:
+    the output Y (FP16 [T, C] from :meth:`GemmMapping.y_base`, ``read_y``), ``reads`` =
+    ``byte_base(x, y)`` of T_y FP32 words per PE (the row result), and every counter.
+
+    Returns ``(y16 or None, s32 [width, T] or None, counters)``. Errors as the GEMM runs':
+    :class:`MappingError` before anything runs, :class:`FabricStallError` naming where it
+    stopped, :class:`FabricRunError` for a PE or router error or traffic off the fabric.
+    """
     W, H = mapping.width, mapping.height
     fw, fh = fabric or (W, H)
     if fw < W or fh < H:
-        raise MappingError(f"the row operation needs a {W} x {H} fabric; the build is "
-                           f"{fw} x {fh}")
+        raise MappingError(f"the {name} needs a {W} x {H} fabric; the build is {fw} x {fh}")
+    for i, (x16, _) in enumerate(loads):
+        _check_input(mapping, x16, "X" if i == 0 else f"operand {i}")
     tables = gemm_routes(mapping)
     _check_routes(mapping, tables)
     place = {(x, y): Placement(mapping.pe.data_base, mapping.y_base(x, y))
@@ -476,30 +486,32 @@ def _run(mapping, x16, programs, streams, predicted, layernorm, *, fabric=None, 
             for addr, words in programs[x, y]:
                 setup.pe_write_block(x, y, addr, words)
             if mapping.tokens_per_row[y]:
-                tile = mapping.x_tile(x16, x, y)
-                setup.pe_write_block(x, y, place[x, y].x_base // 4,
-                                     tile.reshape(-1).view("<u4"))
+                for x16, base in loads:
+                    tile = mapping.x_tile(x16, x, y)
+                    setup.pe_write_block(x, y, base(x, y) // 4, tile.reshape(-1).view("<u4"))
         _clear_counters(setup, y)
+    budget = budget or 4 * predicted + 20_000
+    # The hardware's no-progress detector watches wavelets; an operation that computes
+    # locally for long (GELU over a large tile) moves none meanwhile.
+    watchdog = max(watchdog, 2 * predicted)
     job = Job(fw, fh)
-    job.configure(setup, name="row op setup")
-    job.run(list(streams) + [np.zeros(0, dtype=np.uint32)] * (fw - W),
-            budget=budget or 4 * predicted + 20_000, watchdog=watchdog, name="row op",
-            expect_cycles=predicted)
+    job.configure(setup, name=f"{name} setup")
+    job.run(list(streams) + [np.zeros(0, dtype=np.uint32)] * (fw - W), budget=budget,
+            watchdog=watchdog, name=name, expect_cycles=predicted)
     readback = ConfigProgram(fw, fh)
-    read_step = job.configure(readback, name="row op readback")
+    read_step = job.configure(readback, name=f"{name} readback")
     tickets = _readback(readback, mapping, place)
     s_tickets = {}
-    for y in range(H):
-        if not mapping.tokens_per_row[y]:
-            continue
-        for x in range(W):
-            s_base = tile_plan(mapping, x, y, layernorm=layernorm).s_base
-            s_tickets[x, y] = readback.pe_read(x, y, s_base // 2,
-                                               int(mapping.tokens_per_row[y]))
+    if reads is not None:
+        for y in range(H):
+            if not mapping.tokens_per_row[y]:
+                continue
+            for x in range(W):
+                s_tickets[x, y] = readback.pe_read(x, y, reads(x, y) // 4,
+                                                   int(mapping.tokens_per_row[y]))
     spec = fabric_build(fw, fh)
     result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, timeout=300 + (budget or 4 * predicted
-                                                                    + 20_000) / 500)
+                     stream_depth=spec.stream_depth, timeout=300 + budget / 500)
     if result.stopped is not None:
         run = result.runs[result.stopped]
         why = ("the cycle budget ran out" if run.timed_out else
@@ -507,18 +519,28 @@ def _run(mapping, x16, programs, streams, predicted, layernorm, *, fabric=None, 
         message, rep = diagnose(job, result.diagnosis,
                                 routes=lambda x, y, p, c: tables.mask(x, y, p, c)
                                 if x < W and y < H else 0)
-        raise FabricStallError(f"row op stopped: {why}; {message}", rep)
+        raise FabricStallError(f"{name} stopped: {why}; {message}", rep)
     run = result.runs[sorted(result.runs)[0]]
     answers = result.answers[read_step]
     y16, counters = _decode(mapping, tickets, answers, run)
     _check_errors(mapping, counters, run, 0)
     counters["predicted_cycles"] = predicted
     counters["fabric"] = {"width": fw, "height": fh}
-    s32 = np.zeros((W, mapping.tokens), dtype=np.uint32)
-    for (x, y), ticket in s_tickets.items():
-        tr = mapping.token_range(y)
-        s32[x, tr.start:tr.stop] = ticket.take(answers)
-    return (y16 if layernorm else None), s32, counters
+    s32 = None
+    if reads is not None:
+        s32 = np.zeros((W, mapping.tokens), dtype=np.uint32)
+        for (x, y), ticket in s_tickets.items():
+            tr = mapping.token_range(y)
+            s32[x, tr.start:tr.stop] = ticket.take(answers)
+    return (y16 if read_y else None), s32, counters
+
+
+def _x_base(mapping):
+    return lambda x, y: mapping.pe.data_base
+
+
+def _s_reads(mapping, layernorm):
+    return lambda x, y: 2 * tile_plan(mapping, x, y, layernorm=layernorm).s_base
 
 
 def run_row_reduce_rtl(mapping, x16, op="sum", **options):
@@ -532,9 +554,10 @@ def run_row_reduce_rtl(mapping, x16, op="sum", **options):
         for x in range(mapping.width):
             programs[x, y], sources[x, y] = row_reduce_program(mapping, x, y, op)
     predicted = predict_row_cycles(mapping, "reduce")
-    _, s32, counters = _run(mapping, x16, programs,
-                            row_streams(mapping, RowCommand.ROW_REDUCE), predicted, False,
-                            **options)
+    _, s32, counters = run_tile_op(mapping, [(x16, _x_base(mapping))], programs,
+                                   row_streams(mapping, BlockCommand.ROW_REDUCE), predicted,
+                                   read_y=False, reads=_s_reads(mapping, False),
+                                   name="row reduction", **options)
     return RowOpResult(None, s32, counters, sources)
 
 
@@ -553,7 +576,8 @@ def run_layernorm_rtl(mapping, x16, gamma16, beta16, eps=LN_EPS, **options):
         for x in range(mapping.width):
             programs[x, y], sources[x, y] = layernorm_program(mapping, x, y, eps)
     predicted = predict_row_cycles(mapping, "layernorm")
-    y16, s32, counters = _run(mapping, x16, programs,
-                              row_streams(mapping, RowCommand.LAYERNORM, gamma16, beta16),
-                              predicted, True, **options)
+    y16, s32, counters = run_tile_op(
+        mapping, [(x16, _x_base(mapping))], programs,
+        row_streams(mapping, BlockCommand.LAYERNORM, gamma16, beta16), predicted,
+        reads=_s_reads(mapping, True), name="LayerNorm", **options)
     return RowOpResult(y16, s32, counters, sources)

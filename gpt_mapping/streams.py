@@ -19,7 +19,7 @@ import numpy as np
 from gpt_mapping.layout import GemmMapping, MappingError, check_gemm_operands
 from rtl.wavelet import pack_array
 
-__all__ = ["ReductionCommand", "RowCommand", "streamed_mask", "nonzero_counts", "column_stream",
+__all__ = ["ReductionCommand", "BlockCommand", "streamed_mask", "nonzero_counts", "column_stream",
            "weight_streams", "stream_length"]
 
 
@@ -42,21 +42,29 @@ class ReductionCommand(enum.IntEnum):
     FINAL_SUM = 2
 
 
-class RowCommand(enum.IntEnum):
-    """Command codes of the row operations (gpt_mapping/rowops.py, docs/rowops.md), in the
-    same code space as :class:`ReductionCommand` (one binding serves both; data wavelets
-    stay the GEMM's weights):
+class BlockCommand(enum.IntEnum):
+    """Command codes of the block's other operations (gpt_mapping/rowops.py,
+    gpt_mapping/elementwise.py; docs/rowops.md), in the same code space as
+    :class:`ReductionCommand` (one binding serves both; data wavelets stay the GEMM's
+    weights):
 
     ``ROW_REDUCE``: reduce the PE's activation tile over its features and along the row
     (sum or max, as the PE's program says); every PE of the row keeps the FP32 result.
     ``LAYERNORM``: LayerNorm's statistics and normalisation; the stream then carries the
     column's scale (one ``LN_SCALE`` per feature, in feature order, ``data`` = the FP16
     scale) and shift (one ``LN_SHIFT`` per feature, ``data`` = the FP16 shift).
+    ``BIAS``: one per feature of the column, in order, ``data`` = the FP16 bias: add it to
+    that feature's column.
+    ``RESIDUAL``: add the tile's second operand (the residual stream) to it.
+    ``GELU``: the GELU kernel over the tile.
     """
     ROW_REDUCE = 3
     LAYERNORM = 4
     LN_SCALE = 5
     LN_SHIFT = 6
+    BIAS = 7
+    RESIDUAL = 8
+    GELU = 9
 
 
 def _weight_bits(w16):

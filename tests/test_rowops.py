@@ -10,7 +10,7 @@ import torch
 from golden import fabric_ops as G, fp
 from gpt_mapping import rowops
 from gpt_mapping.layout import MappingError, PEConfig
-from gpt_mapping.streams import ReductionCommand, RowCommand
+from gpt_mapping.streams import ReductionCommand, BlockCommand
 from rtl.wavelet import unpack
 
 
@@ -136,14 +136,14 @@ def test_streams_carry_the_command_then_scale_then_shift():
     m = rowops.row_mapping(8, 10, 2, 2)
     g = np.arange(10).astype(np.float16)
     b = -np.arange(10).astype(np.float16)
-    s = rowops.row_streams(m, RowCommand.LAYERNORM, g, b)
+    s = rowops.row_streams(m, BlockCommand.LAYERNORM, g, b)
     assert [len(c) for c in s] == [11, 11]
     f = [unpack(int(w)) for w in s[1]]
-    assert (f[0].ctrl, f[0].index) == (1, RowCommand.LAYERNORM)
-    assert [(w.ctrl, w.index) for w in f[1:6]] == [(1, RowCommand.LN_SCALE)] * 5
+    assert (f[0].ctrl, f[0].index) == (1, BlockCommand.LAYERNORM)
+    assert [(w.ctrl, w.index) for w in f[1:6]] == [(1, BlockCommand.LN_SCALE)] * 5
     assert [w.data for w in f[1:6]] == [int(v) for v in g[5:].view(np.uint16)]
     assert [w.data for w in f[6:]] == [int(v) for v in b[5:].view(np.uint16)]
-    only = rowops.row_streams(m, RowCommand.ROW_REDUCE)
+    only = rowops.row_streams(m, BlockCommand.ROW_REDUCE)
     assert [len(c) for c in only] == [1, 1]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from golden import fabric_ops as G, fp
 from gpt_mapping import rowops
-from gpt_mapping.streams import RowCommand
+from gpt_mapping.streams import BlockCommand
 from rtl.wavelet import pack_array
 from runtime.fabric_host import FabricRunError
 
@@ -98,8 +98,9 @@ def test_a_weight_in_a_row_stream_is_an_error_naming_the_tile():
     x, _, _ = inputs(8, 16)
     programs = {(xx, y): rowops.row_reduce_program(m, xx, y)[0]
                 for y in range(2) for xx in range(2)}
-    streams = rowops.row_streams(m, RowCommand.ROW_REDUCE)
+    streams = rowops.row_streams(m, BlockCommand.ROW_REDUCE)
     weight = pack_array(data=0x3C00, index=0, ctrl=0, color=m.colors.weight).reshape(1)
     streams[1] = np.concatenate([streams[1], weight]).astype(np.uint32)
     with pytest.raises(FabricRunError, match=r"tile \(1, 0\) PE error BAD_OPERAND"):
-        rowops._run(m, x, programs, streams, 200, False)
+        rowops.run_tile_op(m, [(x, lambda x, y: m.pe.data_base)], programs, streams, 200,
+                           read_y=False)
