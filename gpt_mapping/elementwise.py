@@ -18,6 +18,8 @@ stream from the north edge:
 The golden model is golden/fabric_ops.py (``bias_add``, ``residual_add``, ``gelu``).
 """
 
+import functools
+
 import numpy as np
 
 from golden.nonlinear import KERNELS
@@ -67,6 +69,32 @@ def _grid(mapping, x, y):
     return ((tp, 1), (k, tp))
 
 
+def gelu_chunks(mapping, x, y, op):
+    """How the GELU kernel covers PE (x, y)'s tile: ``(kc, starts)``, chunks of ``kc``
+    features starting at ``starts`` (the last one may overlap its predecessor), the largest
+    ``kc`` whose temporaries fit the SRAM after Y. Raises :class:`MappingError` naming the
+    tile when not even one feature's fits."""
+    tp, k = mapping.t_pad(y), int(mapping.features_per_column[x])
+    at = mapping.y_base(x, y) // FP16_BYTES + k * tp
+    halves = mapping.pe.sram_bytes // FP16_BYTES
+    for kc in range(k, 0, -1):
+        if kc * tp > MAX_CHUNK:
+            continue
+        emb = embed_kernel(op, kc * tp, at=at, first_dsr=0, x_dsr=0, y_dsr=0,
+                           grid=((tp, 1), (kc, tp)))
+        if emb.end <= halves:
+            n = -(-k // kc)
+            starts = [min(i * kc, k - kc) for i in range(n)]
+            return kc, starts
+    raise MappingError(f"tile ({x}, {y}): {op}'s temporaries for one feature of {tp} tokens "
+                       f"do not fit the SRAM after the tile's input and output "
+                       f"({mapping.pe.sram_bytes} bytes); use more columns or rows")
+
+
+#: Elements per GELU chunk at most (a kernel's temporaries on the 2-D grid).
+MAX_CHUNK = 4095
+
+
 def elementwise_program(mapping, x, y, op):
     """PE (x, y)'s program of ``op``: ``(config, source)`` (nothing for a row without
     tokens); ``config`` is ``[(pe_address, [words])]``. Raises :class:`MappingError`
@@ -99,13 +127,46 @@ def elementwise_program(mapping, x, y, op):
         entries["residual"] = R.encode_entry(R.TensorOp.FADD, prog.id("y2d"), prog.id("x2d"),
                                              prog.id("r2d"), pe=pe)
     else:
-        prog.dsr("x2d", M, dtype=F16, base=x_base, dims=grid)
-        prog.dsr("y2d", M, dtype=F16, base=y_base, dims=grid)
-        kern = embed_kernel(op, k * tp, at=end, first_dsr=len(prog.dsrs),
-                            x_dsr=prog.id("x2d"), y_dsr=prog.id("y2d"), pe=pe, grid=grid)
+        kc, starts = gelu_chunks(mapping, x, y, op)
+        cgrid = ((tp, 1), (kc, tp))
+        prog.dsr("x2d", M, dtype=F16, base=x_base, dims=cgrid)
+        prog.dsr("y2d", M, dtype=F16, base=y_base, dims=cgrid)
+        kern = embed_kernel(op, kc * tp, at=end, first_dsr=len(prog.dsrs),
+                            x_dsr=prog.id("x2d"), y_dsr=prog.id("y2d"), pe=pe, grid=cgrid)
         end = kern.end
-        prog.emit(f"gelu:    # {op} (golden/nonlinear.py) over the [{k}, {tp}] tile",
-                  *kern.lines, "    tend")
+        xd, yd = prog.id("x2d"), prog.id("y2d")
+        prog.emit(f"gelu:    # {op} (golden/nonlinear.py) over the [{k}, {tp}] tile, "
+                  f"{len(starts)} chunk(s) of {kc} features")
+        # Chunks of kc features, the temporaries reused: the kernel runs on the chunk the
+        # x2d / y2d bases (DSR word 1) point at; twait before moving them (a DSR a live
+        # operation uses cannot be rewritten). The last chunk may overlap the one before
+        # (y = f(x) computed twice is the same y).
+        if len(starts) > 2:
+            prog.emit(f"    li r10, {x_base + starts[0] * tp}",
+                      f"    li r11, {y_base + starts[0] * tp}",
+                      f"    li r9, {len(starts) - 1}",
+                      "gelu_loop:",
+                      f"    dsrw r10, {xd}, 1",
+                      f"    dsrw r11, {yd}, 1",
+                      *kern.lines,
+                      "    twait",
+                      f"    addi r10, r10, {kc * tp}",
+                      f"    addi r11, r11, {kc * tp}",
+                      "    addi r9, r9, -1",
+                      "    bne r9, r0, gelu_loop")
+            tail = starts[-1:]
+        else:
+            tail = starts
+        for i, start in enumerate(tail):
+            if i or len(starts) > 2:
+                prog.emit(f"    li r10, {x_base + start * tp}",
+                          f"    li r11, {y_base + start * tp}",
+                          f"    dsrw r10, {xd}, 1",
+                          f"    dsrw r11, {yd}, 1")
+            prog.emit(*kern.lines)
+            if i < len(tail) - 1:
+                prog.emit("    twait")
+        prog.emit("    tend")
         code = kern
     if end * FP16_BYTES > mapping.pe.sram_bytes:
         raise MappingError(f"tile ({x}, {y}): {op} needs {end * FP16_BYTES} bytes of SRAM "
@@ -168,6 +229,8 @@ def elementwise_streams(mapping, op, bias16=None):
 EW_FIXED = {"bias": 10, "residual": 10, "gelu": 10, "gelu_tanh": 10}
 BIAS_PER_FEATURE = 2
 RESIDUAL_SAME_PAIR = 1.5
+#: Cycles a GELU chunk costs beyond the kernel's issues (twait drain, dsrw, loop).
+GELU_CHUNK = 0
 
 
 class _Kp:
@@ -185,29 +248,44 @@ def predict_elementwise_cycles(mapping, op):
     (:func:`gpt_mapping.kernels.predict_cycles`) on the tile."""
     if op not in OPS:
         raise ValueError(f"no element-wise operation {op!r} (there are: {', '.join(OPS)})")
-    worst = 0
+    # Every tile of a row holds the same tokens and every tile of a column the same
+    # features: the distinct (tokens, features) pairs, each at the last row holding them
+    # (the command reaches row y after y hops).
+    last_row = {}
     for y in range(mapping.height):
         t = int(mapping.tokens_per_row[y])
-        if not t:
-            continue
-        tp = mapping.t_pad(y)
-        for x in range(mapping.width):
-            k = int(mapping.features_per_column[x])
-            if op == "bias":
-                work = k * max(-(-t // 4), BIAS_PER_FEATURE)
-            elif op == "residual":
-                # One issue per 4 elements; half as many again when Y's write-back meets
-                # X's reads (both tiles start on one bank pair: K_x T_pad / 4 a multiple
-                # of 4; RESIDUAL_SAME_PAIR measured on 4 x 4, T 32, C 256).
-                x_el = mapping.pe.data_base // FP16_BYTES
-                same = _pair(x_el) == _pair(mapping.y_base(x, y) // FP16_BYTES)
-                work = k * tp // 4
-                work = int(work * RESIDUAL_SAME_PAIR) if same else work
-            else:
-                emb = embed_kernel(op, k * tp, at=0, first_dsr=0, grid=_grid(mapping, x, y))
-                work = predict_cycles(_Kp(emb, k * tp))
-            worst = max(worst, EW_FIXED[op] + work + y)
+        if t:
+            last_row[t] = y
+    columns = {int(k): x for x, k in enumerate(mapping.features_per_column)}
+    worst = 0
+    for t, y in last_row.items():
+        for k, x in columns.items():
+            worst = max(worst, EW_FIXED[op] + _work(mapping, op, x, y, t, k) + y)
     return int(worst)
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_work(op, n, grid):
+    emb = embed_kernel(op, n, at=0, first_dsr=0, grid=grid)
+    return predict_cycles(_Kp(emb, n))
+
+
+def _work(mapping, op, x, y, t, k):
+    tp = mapping.t_pad(y)
+    if op == "bias":
+        return k * max(-(-t // 4), BIAS_PER_FEATURE)
+    if op == "residual":
+        # One issue per 4 elements; when Y's write-back meets X's reads (both tiles start
+        # on one bank pair: K_x T_pad / 4 a multiple of 4), every issue after the first
+        # write-back (4 issues in) costs RESIDUAL_SAME_PAIR (measured on 4 x 4, T 32, C 256).
+        x_el = mapping.pe.data_base // FP16_BYTES
+        same = _pair(x_el) == _pair(mapping.y_base(x, y) // FP16_BYTES)
+        issues = k * tp // 4
+        if not same:
+            return issues
+        return int(issues + (RESIDUAL_SAME_PAIR - 1) * max(0, issues - 4))
+    kc, starts = gelu_chunks(mapping, x, y, op)
+    return len(starts) * (_kernel_work(op, kc * tp, ((tp, 1), (kc, tp))) + GELU_CHUNK)
 
 
 def run_elementwise_rtl(mapping, op, x16, operand16=None, **options):

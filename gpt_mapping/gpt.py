@@ -37,6 +37,8 @@ from tqdm import tqdm
 
 from golden.block import (add_bias16, attention_probs16, attention_values16, bits, f16_values,
                           gelu16, layer_norm16, residual16, round_f32_to_f16, to_f16)
+# (add_bias16, gelu16, layer_norm16, residual16: the float32 host numerics of the earlier
+# mapping, re-exported; the block's fabric operations use golden/fabric_ops.py)
 from golden.gemm import compare_to_torch
 from .model import Block, GPTConfig, LINEAR_LAYERS
 
@@ -45,7 +47,8 @@ __all__ = [
     "to_f16", "f16_values", "bits", "round_f32_to_f16",
     "layer_norm16", "add_bias16", "attention_probs16", "attention_values16", "gelu16",
     "residual16", "prune_by_magnitude", "LinearLayer", "MappedBlock", "map_block",
-    "parse_fabric", "GemmRun", "GoldenBackend", "RtlBackend", "select_backend",
+    "parse_fabric", "GemmRun", "FabricOpRun", "GELU_KERNELS", "GoldenBackend", "RtlBackend",
+    "select_backend",
     "spec_gemm_loop", "predict_gemm", "predict_block_cycles", "predicted_lane_ops",
     "predicted_link_wavelets", "counters_to_stats", "PORTS", "PE_LANE_OPS_KEY",
     "PORT_WAVELETS_KEY", "OpRecord", "BlockRun", "run_block", "torch_trace", "evaluate",
@@ -71,22 +74,22 @@ class OpSpec:
 
 
 OPERATIONS = (
-    OpSpec("ln_1", "host", "LayerNorm 1", "row-reduction"),
+    OpSpec("ln_1", "fabric", "LayerNorm 1", "row-reduction"),
     OpSpec("attn.c_attn", "fabric", "QKV projection (GEMM)", "gemm"),
-    OpSpec("attn.c_attn.bias", "host", "QKV bias add", "elementwise"),
+    OpSpec("attn.c_attn.bias", "fabric", "QKV bias add", "elementwise"),
     OpSpec("attn.softmax", "host", "attention scores QK^T/sqrt(d), causal mask, softmax",
            "mixes-tokens"),
     OpSpec("attn.av", "host", "attention-value product P V", "mixes-tokens"),
     OpSpec("attn.c_proj", "fabric", "attention output projection (GEMM)", "gemm"),
-    OpSpec("attn.c_proj.bias", "host", "attention output bias add", "elementwise"),
-    OpSpec("residual_1", "host", "residual add x + attn", "elementwise"),
-    OpSpec("ln_2", "host", "LayerNorm 2", "row-reduction"),
+    OpSpec("attn.c_proj.bias", "fabric", "attention output bias add", "elementwise"),
+    OpSpec("residual_1", "fabric", "residual add x + attn", "elementwise"),
+    OpSpec("ln_2", "fabric", "LayerNorm 2", "row-reduction"),
     OpSpec("mlp.c_fc", "fabric", "MLP up projection (GEMM)", "gemm"),
-    OpSpec("mlp.c_fc.bias", "host", "MLP up bias add", "elementwise"),
-    OpSpec("mlp.gelu", "host", "GELU", "elementwise"),
+    OpSpec("mlp.c_fc.bias", "fabric", "MLP up bias add", "elementwise"),
+    OpSpec("mlp.gelu", "fabric", "GELU", "elementwise"),
     OpSpec("mlp.c_proj", "fabric", "MLP down projection (GEMM)", "gemm"),
-    OpSpec("mlp.c_proj.bias", "host", "MLP down bias add", "elementwise"),
-    OpSpec("residual_2", "host", "residual add x1 + mlp (block output)", "elementwise"),
+    OpSpec("mlp.c_proj.bias", "fabric", "MLP down bias add", "elementwise"),
+    OpSpec("residual_2", "fabric", "residual add x1 + mlp (block output)", "elementwise"),
 )
 _SPECS = {spec.name: spec for spec in OPERATIONS}
 
@@ -117,13 +120,19 @@ class LinearLayer:
 
     ``weight`` is the (pruned) float32 ``nn.Linear`` weight ``[N, K]``; ``w16`` the FP16
     bits of ``W = weight.T`` ``[K, N]`` that stream from the north edge; ``bias`` float32
-    ``[N]`` (added on the host). ``nnz`` counts non-zero FP16 weights: what is streamed.
+    ``[N]`` (torch's) and ``b16`` its FP16 rounding, which streams after the layer's weights
+    and is added on the fabric. ``nnz`` counts non-zero FP16 weights: what is streamed.
     ``w16`` is ``np.float16``, the convention of :mod:`gpt_mapping.layout`.
     """
     name: str
     weight: np.ndarray
     bias: np.ndarray
     w16: np.ndarray
+    b16: np.ndarray = None
+
+    def __post_init__(self):
+        if self.b16 is None:
+            self.b16 = round_f32_to_f16(np.asarray(self.bias, dtype=np.float32))
 
     @property
     def k(self):
@@ -141,12 +150,19 @@ class LinearLayer:
 
 @dataclass
 class MappedBlock:
-    """A block ready for the fabric: FP16 weights (pruned), host parameters, config."""
+    """A block ready for the fabric: FP16 weights (pruned), the float32 parameters (for the
+    torch block) and their FP16 roundings (what streams to the fabric), config."""
     config: GPTConfig
     sparsity: float
     ln_1: tuple
     ln_2: tuple
     linears: dict
+
+    def ln16(self, name):
+        """LayerNorm ``name``'s (scale, shift) rounded to FP16: what the fabric streams."""
+        weight, bias = getattr(self, name)
+        return (round_f32_to_f16(np.asarray(weight, np.float32)),
+                round_f32_to_f16(np.asarray(bias, np.float32)))
 
     def torch_block(self):
         """The float32 torch block with these (pruned, not FP16-rounded) weights."""
@@ -258,9 +274,58 @@ CHECK_LIMIT = 1 << 24
 TORCH_REL_TOL = 4e-3
 
 
+@dataclass
+class FabricOpRun:
+    """A fabric operation other than a GEMM (LayerNorm, bias, residual, GELU) as a backend
+    ran it: its FP16 output, its cycles (``kind`` "measured" on the RTL, "predicted" by the
+    cycle models of gpt_mapping/rowops.py and gpt_mapping/elementwise.py), the model's
+    prediction, and on the RTL every PE's datapath busy cycles ``busy[H, W]``."""
+    y16: np.ndarray
+    cycles: int
+    kind: str
+    predicted_cycles: int
+    busy: np.ndarray = None
+    details: dict = field(default_factory=dict)
+
+    def busy_fraction(self):
+        """Mean over the PEs of busy cycles / cycles (None when predicted)."""
+        if self.busy is None or not self.cycles:
+            return None
+        return float(np.mean(self.busy) / self.cycles)
+
+
+#: The kernel of each GELU form of :class:`gpt_mapping.model.GPTConfig`.
+GELU_KERNELS = {"erf": "gelu", "tanh": "gelu_tanh"}
+
+
+def _fabric_op_golden(op, mapping, x16, operand=None, eps=None):
+    """The golden model (golden/fabric_ops.py) of one non-GEMM fabric operation: FP16 out."""
+    from golden import fabric_ops as G
+    x = bits(x16)
+    if op == "layernorm":
+        g16, b16 = operand
+        y = G.layernorm(x, bits(g16), bits(b16), mapping.feature_bounds, eps)
+    elif op == "bias":
+        y = G.bias_add(x, bits(operand))
+    elif op == "residual":
+        y = G.residual_add(x, bits(operand))
+    else:
+        y = G.gelu(x, op)
+    return y.view(np.float16)
+
+
+def _fabric_op_prediction(op, mapping):
+    from .elementwise import predict_elementwise_cycles
+    from .rowops import predict_row_cycles
+    if op == "layernorm":
+        return predict_row_cycles(mapping, "layernorm")
+    return predict_elementwise_cycles(mapping, op)
+
+
 class GoldenBackend:
     """The fast functional model: :func:`golden.gemm.fabric_gemm` for the bits, the perf
-    model for cycles and per-PE utilization, the weight streams for wavelets per link."""
+    model for cycles and per-PE utilization, the weight streams for wavelets per link; the
+    other fabric operations from golden/fabric_ops.py with their cycle models."""
     name = "golden"
     kind = "predicted"
 
@@ -272,10 +337,20 @@ class GoldenBackend:
         y16 = fabric_gemm(x16, w16, mapping.width, mapping.height, progress=bar.update)
         return GemmRun(y16=y16, **predict_gemm(mapping, w16))
 
+    def fabric_op(self, op, mapping, x16, operand=None, eps=None, label=""):
+        """A non-GEMM fabric operation (``"layernorm"``, ``"bias"``, ``"residual"``,
+        ``"gelu"``, ``"gelu_tanh"``) on the golden model: :class:`FabricOpRun`."""
+        predicted = _fabric_op_prediction(op, mapping)
+        return FabricOpRun(_fabric_op_golden(op, mapping, x16, operand, eps), predicted,
+                           "predicted", predicted,
+                           details={"source": "golden/fabric_ops.py (bits) + cycle model"})
+
 
 class RtlBackend:
-    """The Verilator model of the fabric, through :func:`gpt_mapping.fabric_run.run_gemm_rtl`;
-    cycles, utilization and link counts are the hardware's counters.
+    """The Verilator model of the fabric, through :func:`gpt_mapping.fabric_run.run_gemm_rtl`
+    (GEMMs), :func:`gpt_mapping.rowops.run_layernorm_rtl` and
+    :func:`gpt_mapping.elementwise.run_elementwise_rtl`; cycles, utilization and link counts
+    are the hardware's counters.
 
     ``trace``: a :class:`gpt_mapping.traces.FabricTrace` that every GEMM is added to, one
     after the other, named by its layer (``--trace``, docs/timeline.md)."""
@@ -294,6 +369,22 @@ class RtlBackend:
         traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
         y16, counters = self._run(mapping, x16, w16, bar, **traced)
         return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
+
+    def fabric_op(self, op, mapping, x16, operand=None, eps=None, label=""):
+        """A non-GEMM operation on the Verilator fabric: :class:`FabricOpRun`."""
+        from .elementwise import run_elementwise_rtl
+        from .rowops import run_layernorm_rtl
+        if op == "layernorm":
+            res = run_layernorm_rtl(mapping, x16, *operand, eps=eps)
+            y16, counters = res.y16, res.counters
+        else:
+            y16, counters = run_elementwise_rtl(mapping, op, x16, operand)
+        scalars = {k: (v.item() if isinstance(v, np.generic) else v)
+                   for k, v in counters.items() if np.ndim(v) == 0}
+        return FabricOpRun(np.asarray(y16), int(counters["cycles"]), "measured",
+                           int(counters["predicted_cycles"]),
+                           busy=np.asarray(counters["pe_busy_cycles"], dtype=np.int64),
+                           details={"source": "RTL counters", "counters": scalars})
 
 
 def select_backend(name="rtl"):
@@ -443,6 +534,7 @@ class OpRecord:
     in16: np.ndarray = None
     w16: np.ndarray = None
     gemm: GemmRun = None
+    fabric_op: FabricOpRun = None
     layer: dict = None
     mapping: dict = None
     residency: dict = None
@@ -499,6 +591,11 @@ class BlockRun:
     def gemms(self):
         return [rec for rec in self.ops if rec.gemm is not None]
 
+    @property
+    def fabric_ops(self):
+        """The operations other than GEMMs that ran on the fabric."""
+        return [rec for rec in self.ops if rec.fabric_op is not None]
+
 
 def _host_flops(name, config):
     """Conventional FLOP counts of the host operations (see docs/gpt.md)."""
@@ -513,6 +610,12 @@ def _host_flops(name, config):
         "residual_1": t * c, "residual_2": t * c,
         "mlp.gelu": 8 * t * 4 * c,
     }[name]
+
+
+#: Every operation is its own fabric run today: its input is loaded through the
+#: configuration path and its output read back (docs/gpt.md section 2). One fabric program
+#: per block, with the activations staying on the wafer, is the open part of issue 11.
+ONE_RUN_PER_OPERATION = True
 
 
 def _residency(index):
@@ -530,21 +633,24 @@ def _residency(index):
     on_host = [op.name for op in between if op.where == "host"]
     if mixing:
         allows = False
-        why = (f"no: {', '.join(mixing)} mix tokens across fabric rows, so the output "
-               f"cannot be the next GEMM's input in place")
+        why = (f"no: {', '.join(mixing)} mix tokens across fabric rows (on the host), so the "
+               f"output cannot be the next GEMM's input in place")
     elif nxt is None:
         allows = True
-        why = ("yes: the block output has the input layout of the next block's attn.c_attn "
-               f"once {', '.join(on_host)} run on the fabric")
+        why = "yes: the block output has the input layout of the next block's attn.c_attn"
     else:
         allows = True
         why = (f"yes: the output layout (tokens on rows, features on columns) is "
-               f"{nxt.name}'s input layout; it stays on the fabric once "
-               f"{', '.join(on_host)} run there")
-    stays = not on_host and allows
+               f"{nxt.name}'s input layout, and {', '.join(op.name for op in between)} keep "
+               f"it")
+    if ONE_RUN_PER_OPERATION:
+        why += ("; but every operation is its own fabric run today, so the output is read "
+                "back and loaded again")
+    stays = not on_host and allows and not ONE_RUN_PER_OPERATION
     return {
-        "input": f"{'fabric' if before.where == 'fabric' else 'host'} "
-                 f"(produced by {before.name} on the {before.where})",
+        "input": f"host (read back after {before.name} on the {before.where})"
+                 if ONE_RUN_PER_OPERATION or before.where == "host" else
+                 f"fabric (produced by {before.name})",
         "output": f"{'stays on the fabric' if stays else 'read back to the host'} "
                   f"(next: {after.name if after else 'block output'} on the "
                   f"{after.where if after else 'host'})",
@@ -589,6 +695,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
     mappings = {name: GemmMapping(tokens=cfg.tokens, features=layer.k, outputs=layer.n,
                                   width=width, height=height, pe=pe or PEConfig())
                 for name, layer in mapped.linears.items()}
+    row_maps = _fabric_op_mappings(cfg, fabric, pe or PEConfig())
     bars = _Progress(progress, label)
     ops = []
     start = time.perf_counter()
@@ -624,28 +731,75 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
                             residency=_residency(OPERATIONS.index(spec))))
         return y16
 
+    def fabric_op(name, op, a16, operand=None):
+        spec = _SPECS[name]
+        mapping = row_maps[a16.shape[1]]
+        t0 = time.perf_counter()
+        with bars.bar(spec, 1, "op") as bar:
+            if not hasattr(backend, "fabric_op"):
+                raise TypeError(f"backend {backend.name!r} has no fabric_op(): it cannot run "
+                                f"{name} on the fabric")
+            run = backend.fabric_op(op, mapping, a16, operand, eps=cfg.ln_eps, label=name)
+            bar.update(1 - bar.n)
+        y16 = np.asarray(run.y16, dtype=np.float16)
+        if y16.shape != a16.shape:
+            raise RuntimeError(f"backend {backend.name} returned {name} output of shape "
+                               f"{list(y16.shape)}, expected {list(a16.shape)}")
+        run.y16 = y16
+        flops = _host_flops(name, cfg)
+        ops.append(OpRecord(spec, y16, flops, flops, time.perf_counter() - t0, in16=a16,
+                            fabric_op=run, mapping=mapping.summary()))
+        return y16
+
     lin = mapped.linears
     t, c = cfg.tokens, cfg.n_embd
     x = x16.reshape(t, c)
-    h = host("ln_1", 1, lambda tick: layer_norm16(x, *mapped.ln_1, cfg.ln_eps))
+    gelu_op = GELU_KERNELS[cfg.gelu]
+    h = fabric_op("ln_1", "layernorm", x, mapped.ln16("ln_1"))
     qkv = gemm("attn.c_attn", h)
-    qkv = host("attn.c_attn.bias", 1, lambda tick: add_bias16(qkv, lin["attn.c_attn"].bias))
+    qkv = fabric_op("attn.c_attn.bias", "bias", qkv, lin["attn.c_attn"].b16)
     probs = host("attn.softmax", cfg.n_ctx,
                  lambda tick: attention_probs16(qkv, cfg, tick=tick))
     att = host("attn.av", cfg.n_ctx,
                lambda tick: attention_values16(probs, qkv, cfg, tick=tick))
     proj = gemm("attn.c_proj", att)
-    proj = host("attn.c_proj.bias", 1, lambda tick: add_bias16(proj, lin["attn.c_proj"].bias))
-    x1 = host("residual_1", 1, lambda tick: residual16(x, proj))
-    h2 = host("ln_2", 1, lambda tick: layer_norm16(x1, *mapped.ln_2, cfg.ln_eps))
+    proj = fabric_op("attn.c_proj.bias", "bias", proj, lin["attn.c_proj"].b16)
+    x1 = fabric_op("residual_1", "residual", x, proj)
+    h2 = fabric_op("ln_2", "layernorm", x1, mapped.ln16("ln_2"))
     up = gemm("mlp.c_fc", h2)
-    up = host("mlp.c_fc.bias", 1, lambda tick: add_bias16(up, lin["mlp.c_fc"].bias))
-    g = host("mlp.gelu", 1, lambda tick: gelu16(up, cfg.gelu))
+    up = fabric_op("mlp.c_fc.bias", "bias", up, lin["mlp.c_fc"].b16)
+    g = fabric_op("mlp.gelu", gelu_op, up)
     down = gemm("mlp.c_proj", g)
-    down = host("mlp.c_proj.bias", 1, lambda tick: add_bias16(down, lin["mlp.c_proj"].bias))
-    host("residual_2", 1, lambda tick: residual16(x1, down))
+    down = fabric_op("mlp.c_proj.bias", "bias", down, lin["mlp.c_proj"].b16)
+    fabric_op("residual_2", "residual", x1, down)
     return BlockRun(cfg, (width, height), backend.name, backend.kind, mapped.sparsity, x16,
                     ops, time.perf_counter() - start, lanes=(pe or PEConfig()).lanes)
+
+
+def _fabric_op_mappings(cfg, fabric, pe):
+    """The activations' layouts of the non-GEMM fabric operations, ``{features: mapping}``
+    (C, 3C, 4C), each validated before anything runs: every program of a distinct
+    (tokens, features) tile is built, so a tile whose buffers or code do not fit stops the
+    run with the tile named."""
+    from .elementwise import elementwise_program
+    from .rowops import layernorm_program, row_mapping
+    width, height = fabric
+    c = cfg.n_embd
+    maps = {n: row_mapping(cfg.tokens, n, width, height, pe) for n in (c, 3 * c, 4 * c)}
+    checks = {c: ("layernorm", "bias", "residual"), 3 * c: ("bias",),
+              4 * c: ("bias", GELU_KERNELS[cfg.gelu])}
+    for n, ops in checks.items():
+        m = maps[n]
+        rows = {int(t): y for y, t in enumerate(m.tokens_per_row) if t}.values()
+        cols = {int(k): x for x, k in enumerate(m.features_per_column)}.values()
+        for y in rows:
+            for x in cols:
+                for op in ops:
+                    if op == "layernorm":
+                        layernorm_program(m, x, y, cfg.ln_eps)
+                    else:
+                        elementwise_program(m, x, y, op)
+    return maps
 
 
 def torch_trace(mapped, x16):

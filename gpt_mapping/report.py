@@ -19,11 +19,14 @@ PRECISION = {
     "activations": "FP16 between every two operations (RNE); block input rounded once",
     "weights": "linear weights pruned (if sparse), then FP16 (RNE); W = weight.T",
     "fabric_gemm": "FP32 accumulation in SPEC 7 order, one rounding to FP16 per output",
-    "host_ops": "float32 numpy in a fixed order (sums in index order, no fused multiply-add), "
-                "one rounding to FP16 per operation; exp in float64 rounded to float32; GELU "
-                "the float64 formula rounded once to FP16 (table); residual = FP16 add "
-                "(SPEC 6)",
-    "biases_and_layernorm": "float32 parameters, applied on the host",
+    "fabric_ops": "LayerNorm, bias, residual, GELU: the PE operations of golden/fabric_ops.py "
+                  "(FP32 arithmetic, each result rounded once; row sums in the fixed order "
+                  "of docs/rowops.md; rsqrt and GELU the kernels of docs/nonlinear.md)",
+    "host_ops": "attention (softmax, P V): float32 numpy in a fixed order (sums in index "
+                "order, no fused multiply-add), one rounding to FP16 per operation; exp in "
+                "float64 rounded to float32",
+    "biases_and_layernorm": "FP16 (RNE from the float32 parameters), streamed to the fabric "
+                            "with their layer and applied there",
     "torch_reference": "torch float32 block with the same (pruned) weights on the same FP16 "
                        "input; errors accumulate along the pipeline",
 }
@@ -48,6 +51,7 @@ def _op_row(rec, lanes_pes):
         "fabric_cycles": None,
         "cycles_kind": None,
         "fmac_utilization": None,
+        "utilization": None,
         "bit_exact": rec.bit_exact,
         "bit_exact_vs": rec.bit_exact_vs,
         "max_abs_err_vs_torch": _num(rec.max_abs_err),
@@ -61,6 +65,7 @@ def _op_row(rec, lanes_pes):
             "fabric_cycles": int(g.cycles),
             "cycles_kind": g.kind,
             "fmac_utilization": _num(g.fmac_lane_ops / (lanes_pes * g.cycles) if g.cycles else 0),
+            "utilization": _num(g.fmac_lane_ops / (lanes_pes * g.cycles) if g.cycles else 0),
             "gemm": {
                 **rec.layer,
                 "input_shape": list(rec.in16.shape),
@@ -76,6 +81,19 @@ def _op_row(rec, lanes_pes):
                 "mapping": rec.mapping,
                 "residency": rec.residency,
                 "backend_details": g.details,
+            },
+        })
+    elif rec.fabric_op is not None:
+        f = rec.fabric_op
+        row.update({
+            "fabric_cycles": int(f.cycles),
+            "cycles_kind": f.kind,
+            "utilization": _num(f.busy_fraction()),
+            "fabric_op": {
+                "predicted_cycles": int(f.predicted_cycles),
+                "busy_fraction": _num(f.busy_fraction()),
+                "mapping": rec.mapping,
+                "backend_details": f.details,
             },
         })
     return row
@@ -162,7 +180,9 @@ def build_report(run, dense=None, plots=()):
     gemms = run.gemms
     lanes_pes = run.lanes * width * height
     rows = [_op_row(rec, lanes_pes) for rec in run.ops]
-    cycles = sum(rec.gemm.cycles for rec in gemms)
+    gemm_cycles = sum(rec.gemm.cycles for rec in gemms)
+    other_cycles = sum(rec.fabric_op.cycles for rec in run.fabric_ops)
+    cycles = gemm_cycles + other_cycles
     lane_ops = sum(rec.gemm.fmac_lane_ops for rec in gemms)
     exact = [rec.bit_exact for rec in run.ops if rec.bit_exact is not None]
     out = run.ops[-1]
@@ -181,11 +201,16 @@ def build_report(run, dense=None, plots=()):
         "operations": rows,
         "totals": {
             "flops": int(sum(rec.flops for rec in run.ops)),
-            "fabric_flops": int(sum(rec.flops for rec in gemms)),
-            "host_flops": int(sum(rec.flops for rec in run.ops if rec.gemm is None)),
+            "fabric_flops": int(sum(rec.flops for rec in run.ops if rec.where == "fabric")),
+            "host_flops": int(sum(rec.flops for rec in run.ops if rec.where == "host")),
             "fabric_cycles": int(cycles),
+            "gemm_cycles": int(gemm_cycles),
+            "non_gemm_cycles": int(other_cycles),
+            "non_gemm_share": _num(other_cycles / cycles if cycles else 0),
             "cycles_kind": run.kind,
             "fabric_fmac_utilization": _num(lane_ops / (lanes_pes * cycles) if cycles else 0),
+            "gemm_fmac_utilization": _num(lane_ops / (lanes_pes * gemm_cycles)
+                                          if gemm_cycles else 0),
             "bit_exact_checked": len(exact),
             "bit_exact_all": all(exact) if exact else None,
             "bit_exact_vs": sorted({rec.bit_exact_vs for rec in run.ops if rec.bit_exact_vs}),
@@ -243,9 +268,11 @@ def format_report(report):
         cycles = "-"
         if row["fabric_cycles"] is not None:
             cycles = f"{row['fabric_cycles']:,}{'p' if row['cycles_kind'] == 'predicted' else 'm'}"
-        util = "-" if row["fmac_utilization"] is None else f"{row['fmac_utilization']:.1%}"
+        util = row["utilization"]
+        util = "-" if not isinstance(util, float) else f"{util:.1%}"
         exact = {True: "yes", False: "NO", None: "ref"}[row["bit_exact"]]
-        if row["bit_exact"] is None and row["where"] == "fabric":
+        if row["bit_exact"] is None and row["where"] == "fabric" \
+                and row["bit_exact_vs"] != "is the golden model":
             exact = "unchecked"
         shape = "x".join(str(s) for s in row["shape"])
         lines.append(f"{row['name']:<18} {row['where']:<6} {shape:<16} "
@@ -262,17 +289,22 @@ def format_report(report):
         f"{tot['fabric_cycles']:>11,}{kind} {util:>6}",
         "",
         f"cycles: p = predicted by the perf model, m = measured on the RTL. "
-        f"bit-exact vs: {'; '.join(tot['bit_exact_vs'])} (ref = the host op is the golden "
-        f"model itself).",
+        f"bit-exact vs: {'; '.join(tot['bit_exact_vs'])} (ref = the operation is the "
+        f"golden model itself).",
         f"on the fabric: {', '.join(report['where']['fabric'])}",
         f"on the host (golden model, numpy): {', '.join(report['where']['host'])}",
-        f"biases and LayerNorm parameters: float32, applied on the host",
+        f"util: FMAC lane utilization for the GEMMs, datapath busy fraction for the other "
+        f"fabric operations (measured runs); non-GEMM fabric operations: "
+        f"{tot['non_gemm_cycles']:,} of {tot['fabric_cycles']:,} cycles "
+        f"({tot['non_gemm_share']:.1%})",
+        f"biases and LayerNorm parameters: FP16, streamed with their layer, applied on the "
+        f"fabric",
     ]
     stay = tot["activations_stay_on_fabric"]
-    lines.append("activations between GEMMs: " + (
+    lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else
-        "read back to the host after every GEMM (every GEMM is followed by a host op); the "
-        "layout keeps mlp.c_fc -> mlp.c_proj in place once GELU and the bias run on the fabric"))
+        "read back to the host after every operation (one fabric run per operation; the "
+        "layout would keep them in place except around the attention's host operations)"))
     verdict = {True: "pass", False: "FAIL", None: "none made"}
     lines.append(f"block output vs torch float32: max |err| "
                  f"{_fmt_err(tot['output_max_abs_err_vs_torch'])}, relative "

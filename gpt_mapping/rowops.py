@@ -27,6 +27,7 @@ The golden model is golden/fabric_ops.py, a separate implementation of the same 
 every run here is checked against it by the tests (tests/test_rowops_rtl.py).
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -393,6 +394,7 @@ def _reduce_cycles(t, k, width, lanes):
     return REDUCE_FIXED + k * max(groups, FMA_LATENCY) + chain
 
 
+@functools.lru_cache(maxsize=256)
 def _kernel_cycles(name, n):
     """The embedded kernel: its issue model, or its steps' latency chain if longer (short
     vectors: each step waits for the previous one's write-back)."""
@@ -415,14 +417,11 @@ def predict_row_cycles(mapping, op="layernorm"):
     if op not in ("reduce", "layernorm"):
         raise ValueError(f"no row operation {op!r} (there are: reduce, layernorm)")
     k = int(mapping.features_per_column.max())
+    tokens = {int(t): mapping.t_pad(y) for y, t in enumerate(mapping.tokens_per_row) if t}
     worst = 0
-    for y in range(mapping.height):
-        t = int(mapping.tokens_per_row[y])
-        if not t:
-            continue
+    for t, tp in tokens.items():
         cycles = _reduce_cycles(t, k, mapping.width, 4)
         if op == "layernorm":
-            tp = mapping.t_pad(y)
             cycles += (_reduce_cycles(t, k, mapping.width, 2) + _kernel_cycles("rsqrt", t)
                        + LN_FIXED + LN_PER_TILE_GROUP * k * tp // 2
                        + LN_PER_GROUP * k * max(-(-t // 2), 2) + LN_PER_FEATURE * k)

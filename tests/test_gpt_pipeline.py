@@ -66,10 +66,16 @@ def test_fabric_width_changes_only_gemm_rounding(block, x):
 
 # --- bit-exactness against the golden pipeline (the RTL path) ----------------------------------
 
-class FakeRtl:
+class FakeRtl(gpt.GoldenBackend):
     """Stands in for the RTL backend: the golden GEMM, optionally one corrupted bit, and
-    counters in the format of gpt_mapping.fabric_run.run_gemm_rtl."""
+    counters in the format of gpt_mapping.fabric_run.run_gemm_rtl; the other fabric
+    operations from the golden model, their cycles marked measured."""
     name, kind = "rtl", "measured"
+
+    def fabric_op(self, *args, **kwargs):
+        run = super().fabric_op(*args, **kwargs)
+        run.kind, run.busy = "measured", np.ones((4, 4), dtype=np.int64)
+        return run
 
     def __init__(self, corrupt=None, arrays=True):
         self.corrupt, self.arrays = corrupt, arrays
@@ -211,7 +217,8 @@ def test_residency_is_reported_per_gemm(block, x):
     run, _ = gpt.run_gpt(block, x, (4, 4), "golden")
     res = {rec.name: rec.residency for rec in run.gemms}
     assert not any(r["stays_on_fabric"] for r in res.values())
-    assert res["attn.c_attn"]["input"].startswith("host (produced by ln_1")
+    assert res["attn.c_attn"]["input"] == "host (read back after ln_1 on the fabric)"
+    assert all("its own fabric run" in r["why"] for r in res.values())
     assert not res["attn.c_attn"]["layout_allows"]               # attention mixes tokens
     assert "attn.softmax" in res["attn.c_attn"]["why"]
     assert res["mlp.c_fc"]["layout_allows"] and "mlp.c_proj" in res["mlp.c_fc"]["why"]
@@ -245,13 +252,19 @@ def test_report_json_and_table(block, x, tmp_path):
     path = tmp_path / "r.json"
     report.write_report(rep, path)
     back = json.loads(path.read_text())
-    assert back["where"]["fabric"] == list(LINEAR_LAYERS)
-    assert "attn.softmax" in back["where"]["host"] and "mlp.gelu" in back["where"]["host"]
+    assert back["where"]["host"] == ["attn.softmax", "attn.av"]
+    assert set(LINEAR_LAYERS) < set(back["where"]["fabric"]) and "mlp.gelu" in \
+        back["where"]["fabric"]
     rows = {row["name"]: row for row in back["operations"]}
-    assert rows["ln_1"]["where"] == "host" and rows["ln_1"]["fabric_cycles"] is None
+    assert rows["ln_1"]["where"] == "fabric" and rows["ln_1"]["fabric_cycles"] > 0
+    assert rows["ln_1"]["cycles_kind"] == "predicted" and rows["ln_1"]["utilization"] is None
+    assert rows["attn.softmax"]["fabric_cycles"] is None
     assert rows["mlp.c_fc"]["cycles_kind"] == "predicted"
     assert 0 < rows["mlp.c_fc"]["fmac_utilization"] <= 1
-    assert back["totals"]["fabric_cycles"] == sum(r.gemm.cycles for r in run.gemms)
+    assert back["totals"]["gemm_cycles"] == sum(r.gemm.cycles for r in run.gemms)
+    assert back["totals"]["fabric_cycles"] == back["totals"]["gemm_cycles"] + \
+        sum(r.fabric_op.cycles for r in run.fabric_ops)
+    assert 0 < back["totals"]["non_gemm_share"] < 1
     assert back["sparse_speedup"]["speedup"] > 1
     assert back["totals"]["all_within_tolerance"] and back["totals"]["gemms_within_torch_bound"]
     text = report.format_report(back)
