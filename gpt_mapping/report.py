@@ -315,7 +315,7 @@ def format_report(report):
                  f"{verdict[tot['bit_exact_all']]}")
     sp = report.get("sparse_speedup")
     if sp and sp["speedup"] is not None:
-        line = (f"sparse speed-up (fabric cycles, {sp['basis']}): {sp['speedup']:.2f}x = dense "
+        line = (f"sparse speed-up (fabric GEMM cycles, {sp['basis']}): {sp['speedup']:.2f}x = dense "
                 f"{sp['dense_fabric_cycles']:,} ({sp['dense_cycles_kind']}) / sparse "
                 f"{sp['sparse_fabric_cycles']:,} ({sp['sparse_cycles_kind']})")
         if "sparse_measured_fabric_cycles" in sp:
