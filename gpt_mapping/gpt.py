@@ -352,8 +352,8 @@ class RtlBackend:
     :func:`gpt_mapping.elementwise.run_elementwise_rtl`; cycles, utilization and link counts
     are the hardware's counters.
 
-    ``trace``: a :class:`gpt_mapping.traces.FabricTrace` that every GEMM is added to, one
-    after the other, named by its layer (``--trace``, docs/timeline.md)."""
+    ``trace``: a :class:`gpt_mapping.traces.FabricTrace` that every fabric operation is
+    added to, one after the other, named by its operation (``--trace``, docs/timeline.md)."""
     name = "rtl"
     kind = "measured"
 
@@ -374,11 +374,12 @@ class RtlBackend:
         """A non-GEMM operation on the Verilator fabric: :class:`FabricOpRun`."""
         from .elementwise import run_elementwise_rtl
         from .rowops import run_layernorm_rtl
+        traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
         if op == "layernorm":
-            res = run_layernorm_rtl(mapping, x16, *operand, eps=eps)
+            res = run_layernorm_rtl(mapping, x16, *operand, eps=eps, **traced)
             y16, counters = res.y16, res.counters
         else:
-            y16, counters = run_elementwise_rtl(mapping, op, x16, operand)
+            y16, counters = run_elementwise_rtl(mapping, op, x16, operand, **traced)
         scalars = {k: (v.item() if isinstance(v, np.generic) else v)
                    for k, v in counters.items() if np.ndim(v) == 0}
         return FabricOpRun(np.asarray(y16), int(counters["cycles"]), "measured",

@@ -6,14 +6,14 @@
         --report report.json --plots DIR [--trace TIMELINE.json]
 
 Steps: build the block (seeded, or from a nanoGPT-style state dict), prune its linear layers
-to ``--sparsity``, map the four GEMMs onto the fabric (validated before anything runs), run
+to ``--sparsity``, map its fabric operations (validated before anything runs), run
 the block operation by operation with a progress bar each, check it (bit-exact against the
 golden pipeline or the SPEC 7 loop reference; error against the torch float32 block), print
 the report table and write the JSON report, the output and the plots.
 
-``--trace FILE`` (rtl only) writes the timeline of the block's four fabric GEMMs, one after
-the other (each is its own simulation; the host operations between them take no fabric
-cycles and are marked as instants), as trace-event JSON for the Perfetto UI
+``--trace FILE`` (rtl only) writes the timeline of the block's 13 fabric operations, one
+after the other (each is its own simulation; the host operations between them take no
+fabric cycles and are marked as instants), as trace-event JSON for the Perfetto UI
 (docs/timeline.md). The golden backend runs no hardware: ``--trace`` with it is an error.
 
 Exit code: 0 ok, 1 a bit-exactness check failed, 2 bad input (the message names it).

@@ -372,6 +372,12 @@ def row_streams(mapping, command, gamma16=None, beta16=None):
     return out
 
 
+#: The tasks' names on a timeline (``--trace``).
+TASK_NAMES = {**{task: name.replace("_", " ") for name, task in ROW_TASKS.items()},
+              **{CTRL_BASE + int(c): c.name.lower()
+                 for c in (BlockCommand.BIAS, BlockCommand.RESIDUAL, BlockCommand.GELU)}}
+
+
 # --- the cycle model ---------------------------------------------------------------------------
 
 #: The model's constants. Structural: FMA latency (a feature's launch into the same
@@ -453,7 +459,8 @@ def _check_input(mapping, x16, name="X"):
 
 
 def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, reads=None,
-                fabric=None, budget=None, watchdog=5000, name="row op"):
+                fabric=None, budget=None, watchdog=5000, name="row op", trace=None,
+                trace_label=""):
     """Run one operation on the activations' layout: configure the routes (the GEMM's),
     load the tensors ``loads`` = ``[(x16 [T, C], byte_base(x, y))]`` into every PE (as
     :meth:`GemmMapping.x_tile` lays X out), write the tiles' ``programs``
@@ -464,6 +471,8 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
     Returns ``(y16 or None, s32 [width, T] or None, counters)``. Errors as the GEMM runs':
     :class:`MappingError` before anything runs, :class:`FabricStallError` naming where it
     stopped, :class:`FabricRunError` for a PE or router error or traffic off the fabric.
+    ``trace``: a :class:`gpt_mapping.traces.FabricTrace` the run is added to (its steps
+    named ``trace_label: load / run / readback``, as a GEMM's), also for a stopped run.
     """
     W, H = mapping.width, mapping.height
     fw, fh = fabric or (W, H)
@@ -494,11 +503,13 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
     # locally for long (GELU over a large tile) moves none meanwhile.
     watchdog = max(watchdog, 2 * predicted)
     job = Job(fw, fh)
-    job.configure(setup, name=f"{name} setup")
-    job.run(list(streams) + [np.zeros(0, dtype=np.uint32)] * (fw - W), budget=budget,
-            watchdog=watchdog, name=name, expect_cycles=predicted)
+    steps = [(job.configure(setup, name=f"{name} setup"), "load", "load")]
+    steps.append((job.run(list(streams) + [np.zeros(0, dtype=np.uint32)] * (fw - W),
+                          budget=budget, watchdog=watchdog, name=name,
+                          expect_cycles=predicted), "run", "run"))
     readback = ConfigProgram(fw, fh)
     read_step = job.configure(readback, name=f"{name} readback")
+    steps.append((read_step, "readback", "readback"))
     tickets = _readback(readback, mapping, place)
     s_tickets = {}
     if reads is not None:
@@ -510,7 +521,11 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
                                                    int(mapping.tokens_per_row[y]))
     spec = fabric_build(fw, fh)
     result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, timeout=300 + budget / 500)
+                     stream_depth=spec.stream_depth, timeout=300 + budget / 500,
+                     trace=trace is not None)
+    if trace is not None:
+        trace.add_job(result, [s for s in steps if s[0] in result.spans], label=trace_label,
+                      task_names=TASK_NAMES, width=W, height=H)
     if result.stopped is not None:
         run = result.runs[result.stopped]
         why = ("the cycle budget ran out" if run.timed_out else

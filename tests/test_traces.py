@@ -303,8 +303,8 @@ def test_gemm_trace_matches_the_run(tmp_path, capsys):
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_gpt_trace_lays_the_four_gemms_end_to_end(tmp_path, capsys):
-    """``gpt --trace`` (the 2 x 2 block of tests/test_gpt_rtl.py): each fabric GEMM's
+def test_gpt_trace_lays_the_fabric_operations_end_to_end(tmp_path, capsys):
+    """``gpt --trace`` (the 2 x 2 block of tests/test_gpt_rtl.py): each fabric operation's
     measured span is its reported cycles, one after the other, every PE event inside one of
     them, the host operations marked between."""
     trace, rep = tmp_path / "gpt.json", tmp_path / "report.json"
@@ -331,6 +331,10 @@ def test_gpt_trace_lays_the_four_gemms_end_to_end(tmp_path, capsys):
         for e in events:
             assert any(b <= e["ts"] and e["ts"] + e.get("dur", 0) <= f for b, f in spans), \
                 (name, e)
-        # Every GEMM ran reductions on every PE.
-        for b, f in spans:
+        # Every GEMM ran reductions (code tasks) on every PE, and so did LayerNorm and GELU.
+        coded = [span for span, (op, _) in zip(spans, gemms)
+                 if op.startswith(("attn.c_", "mlp.c_", "ln_", "mlp.gelu"))
+                 and not op.endswith(".bias")]
+        assert len(coded) == 7
+        for b, f in coded:
             assert any(b <= e["ts"] < f for e in sl["core"]), (name, b)
