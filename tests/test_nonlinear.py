@@ -19,7 +19,7 @@ def test_accuracy_over_every_fp16_input(name):
     assert acc["max_ulp"] <= N.ACCURACY_BOUNDS[name], acc
     # NaN results exactly where float64 has them (an unmatched NaN is an infinite error).
     assert math.isfinite(acc["max_ulp"])
-    assert acc["correctly_rounded"] >= 0.997, acc
+    assert acc["correctly_rounded"] >= N.ROUNDING_BOUNDS[name], acc
 
 
 def f16(values):
