@@ -23,7 +23,8 @@ from torch.nn import functional as F
 
 __all__ = [
     "GPTConfig", "Block", "LINEAR_LAYERS", "expected_shapes", "init_block", "load_block",
-    "block_from_state_dict", "StateDictError",
+    "block_from_state_dict", "StateDictError", "GPT", "model_shapes", "init_gpt",
+    "gpt_from_state_dict", "load_gpt",
 ]
 
 GELU_FORMS = ("erf", "tanh")
@@ -275,3 +276,156 @@ def load_block(path, config, prefix=""):
     except Exception as exc:  # torch raises several types for unreadable files
         raise StateDictError(f"cannot read state dict file {path}: {exc}") from exc
     return block_from_state_dict(state_dict, config, prefix)
+
+
+# --- the whole model -----------------------------------------------------------------------------
+
+class GPT(nn.Module):
+    """nanoGPT's ``GPT`` (inference, float32): token and position embeddings, ``n_layer``
+    blocks, ``ln_f`` and ``lm_head`` (no bias), with nanoGPT's state-dict names
+    (``transformer.wte``, ``transformer.wpe``, ``transformer.h.{i}.*``, ``transformer.ln_f``,
+    ``lm_head``). ``config`` is the blocks' :class:`GPTConfig` (its ``n_ctx`` and ``batch``
+    are the tokens one forward pass takes); ``block_size`` the rows of ``wpe`` (at least
+    ``n_ctx``). ``lm_head.weight`` is its own parameter (nanoGPT ties it to ``wte``; a tied
+    checkpoint simply holds the same values under both names)."""
+
+    def __init__(self, config, n_layer, vocab, block_size=None):
+        super().__init__()
+        for name, value in (("n_layer", n_layer), ("vocab", vocab)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPT {name} must be an int >= 1, got {value!r}")
+        block_size = config.n_ctx if block_size is None else block_size
+        if block_size < config.n_ctx:
+            raise ValueError(f"block_size {block_size} is shorter than n_ctx {config.n_ctx}")
+        self.config, self.n_layer, self.vocab, self.block_size = \
+            config, n_layer, vocab, block_size
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(vocab, config.n_embd),
+            "wpe": nn.Embedding(block_size, config.n_embd),
+            "h": nn.ModuleList(Block(config) for _ in range(n_layer)),
+            "ln_f": nn.LayerNorm(config.n_embd, eps=config.ln_eps),
+        })
+        self.lm_head = nn.Linear(config.n_embd, vocab, bias=False)
+
+    def embed(self, tokens):
+        """``wte[tokens] + wpe[positions]``: float32 ``[batch, n, n_embd]``."""
+        pos = torch.arange(tokens.shape[1])
+        return self.transformer.wte(tokens) + self.transformer.wpe(pos)[None]
+
+    def forward(self, tokens, trace=None):
+        """Logits float32 ``[batch, n, vocab]`` of integer ``tokens`` ``[batch, n]``; with a
+        ``trace`` dict, every block's intermediates under ``h.{i}.<operation>`` and
+        ``embedding``, ``ln_f``, ``lm_head``."""
+        x = self.embed(tokens)
+        if trace is not None:
+            trace["embedding"] = x
+        for i, block in enumerate(self.transformer.h):
+            inner = {} if trace is not None else None
+            x = block(x, inner)
+            if trace is not None:
+                trace.update({f"h.{i}.{k}": v for k, v in inner.items()})
+        h = self.transformer.ln_f(x)
+        logits = self.lm_head(h)
+        if trace is not None:
+            trace.update({"ln_f": h, "lm_head": logits})
+        return logits
+
+    def with_context(self, n_ctx, batch):
+        """The same weights for another number of tokens per sequence (generation re-runs
+        the growing prefix): a GPT whose blocks' config has ``n_ctx`` and ``batch``."""
+        cfg = GPTConfig(n_embd=self.config.n_embd, n_head=self.config.n_head, n_ctx=n_ctx,
+                        batch=batch, gelu=self.config.gelu, ln_eps=self.config.ln_eps)
+        other = GPT(cfg, self.n_layer, self.vocab, self.block_size)
+        other.load_state_dict(self.state_dict())
+        return other.eval().requires_grad_(False)
+
+
+def model_shapes(config, n_layer, vocab, block_size):
+    """``{parameter name: shape}`` of a whole nanoGPT model."""
+    c = config.n_embd
+    shapes = {"transformer.wte.weight": (vocab, c), "transformer.wpe.weight": (block_size, c)}
+    for i in range(n_layer):
+        shapes.update({f"transformer.h.{i}.{k}": v for k, v in expected_shapes(config).items()})
+    shapes.update({"transformer.ln_f.weight": (c,), "transformer.ln_f.bias": (c,),
+                   "lm_head.weight": (vocab, c)})
+    return shapes
+
+
+def init_gpt(config, n_layer, vocab, seed=0, block_size=None):
+    """A whole model with seeded parameters: every block as :func:`init_block` draws it
+    (seed ``seed + 1 + i``), embeddings N(0, 1), ``ln_f`` as a block's LayerNorms,
+    ``lm_head`` N(0, 1/n_embd)."""
+    model = GPT(config, n_layer, vocab, block_size)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for i in range(n_layer):
+            model.transformer.h[i].load_state_dict(init_block(config, seed + 1 + i).state_dict())
+        model.transformer.wte.weight.copy_(torch.randn(model.transformer.wte.weight.shape,
+                                                       generator=gen))
+        model.transformer.wpe.weight.copy_(torch.randn(model.transformer.wpe.weight.shape,
+                                                       generator=gen))
+        c = config.n_embd
+        model.transformer.ln_f.weight.copy_(1 + 0.1 * torch.randn(c, generator=gen))
+        model.transformer.ln_f.bias.copy_(0.1 * torch.randn(c, generator=gen))
+        model.lm_head.weight.copy_(torch.randn(vocab, c, generator=gen) / math.sqrt(c))
+    return model.eval().requires_grad_(False)
+
+
+def gpt_from_state_dict(state_dict, config, n_layer, vocab, block_size=None):
+    """A :class:`GPT` from a nanoGPT state dict; one :class:`StateDictError` names every
+    missing, misshaped or unexpected tensor (a wrong vocabulary shows as ``wte`` and
+    ``lm_head`` shapes). ``block_size`` defaults to the rows of ``transformer.wpe.weight``;
+    nanoGPT's causal-mask buffers ``transformer.h.{i}.attn.bias`` are accepted."""
+    if not isinstance(state_dict, dict):
+        raise StateDictError(f"a state dict must be a dict of tensors, got "
+                             f"{type(state_dict).__name__}")
+    if block_size is None:
+        wpe = state_dict.get("transformer.wpe.weight")
+        block_size = int(wpe.shape[0]) if isinstance(wpe, torch.Tensor) and wpe.dim() == 2 \
+            else config.n_ctx
+    if block_size < config.n_ctx:
+        raise StateDictError(f"transformer.wpe.weight has {block_size} positions, fewer than "
+                             f"the {config.n_ctx} tokens per sequence asked for")
+    expected = model_shapes(config, n_layer, vocab, block_size)
+    problems = []
+    for name, shape in expected.items():
+        tensor = state_dict.get(name)
+        if tensor is None:
+            problems.append(f"missing tensor {name}: expected shape {list(shape)}")
+        elif not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            problems.append(f"tensor {name} is not a floating-point torch.Tensor")
+        elif tuple(tensor.shape) != shape:
+            what = " (vocabulary size)" if name in ("transformer.wte.weight",
+                                                    "lm_head.weight") else ""
+            problems.append(f"misshaped tensor {name}{what}: expected shape {list(shape)}, "
+                            f"got {list(tensor.shape)}")
+    for name in sorted(set(state_dict) - set(expected)):
+        tensor = state_dict[name]
+        parts = name.split(".")
+        if (len(parts) == 5 and parts[:2] == ["transformer", "h"] and parts[3:] == ["attn", "bias"]
+                and isinstance(tensor, torch.Tensor)
+                and _is_causal_mask_buffer("attn.bias", tensor, config)):
+            continue
+        shape = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        problems.append(f"unexpected tensor {name}: shape {shape}")
+    if problems:
+        raise StateDictError(f"state dict does not fit a GPT with n_layer={n_layer}, "
+                             f"vocab={vocab}, n_embd={config.n_embd} ({len(problems)} "
+                             f"problem{'s' * (len(problems) > 1)}):\n  " + "\n  ".join(problems))
+    model = GPT(config, n_layer, vocab, block_size)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(state_dict[name].detach().to(torch.float32))
+    return model.eval().requires_grad_(False)
+
+
+def load_gpt(path, config, n_layer, vocab):
+    """:func:`gpt_from_state_dict` of a ``torch.save``-d file (read ``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"state dict file {path} does not exist")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unreadable files
+        raise StateDictError(f"cannot read state dict file {path}: {exc}") from exc
+    return gpt_from_state_dict(state_dict, config, n_layer, vocab)

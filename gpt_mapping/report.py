@@ -253,15 +253,20 @@ def _fmt_err(value):
 def format_report(report):
     """The report as a text table a person reads in a terminal."""
     cfg, fab = report["config"], report["fabric"]
+    model = report.get("model")
+    what = "GPT block" if not model else (
+        f"GPT model n_layer={model['n_layer']} vocab={model['vocab']} "
+        f"block_size={model['block_size']},")
     lines = [
-        f"GPT block n_embd={cfg['n_embd']} n_head={cfg['n_head']} n_ctx={cfg['n_ctx']} "
+        f"{what} n_embd={cfg['n_embd']} n_head={cfg['n_head']} n_ctx={cfg['n_ctx']} "
         f"batch={cfg['batch']} (T={report['tokens']} tokens), GELU {cfg['gelu']}, "
         f"sparsity {report['sparsity']:.0%}",
         f"fabric {fab['width']} x {fab['height']} PEs, backend {report['backend']} "
         f"(fabric cycles {report['cycles_kind']})",
         "",
     ]
-    header = (f"{'operation':<18} {'where':<6} {'shape':<16} {'FLOPs':>7} {'cycles':>12} "
+    nw = max([18] + [len(row["name"]) for row in report["operations"]])
+    header = (f"{'operation':<{nw}} {'where':<6} {'shape':<16} {'FLOPs':>7} {'cycles':>12} "
               f"{'util':>6} {'bit-exact':<10} {'max|err|':>9} {'rel err':>9}")
     lines += [header, "-" * len(header)]
     for row in report["operations"]:
@@ -275,7 +280,7 @@ def format_report(report):
                 and row["bit_exact_vs"] != "is the golden model":
             exact = "unchecked"
         shape = "x".join(str(s) for s in row["shape"])
-        lines.append(f"{row['name']:<18} {row['where']:<6} {shape:<16} "
+        lines.append(f"{row['name']:<{nw}} {row['where']:<6} {shape:<16} "
                      f"{_fmt_count(row['flops']):>7} {cycles:>12} {util:>6} {exact:<10} "
                      f"{_fmt_err(row['max_abs_err_vs_torch']):>9} "
                      f"{_fmt_err(row['rel_err_vs_torch']):>9}")
@@ -285,7 +290,7 @@ def format_report(report):
     kind = "p" if tot["cycles_kind"] == "predicted" else "m"
     lines += [
         "-" * len(header),
-        f"{'total':<18} {'':<6} {'':<16} {_fmt_count(tot['flops']):>7} "
+        f"{'total':<{nw}} {'':<6} {'':<16} {_fmt_count(tot['flops']):>7} "
         f"{tot['fabric_cycles']:>11,}{kind} {util:>6}",
         "",
         f"cycles: p = predicted by the perf model, m = measured on the RTL. "
@@ -306,7 +311,7 @@ def format_report(report):
         "read back to the host after every operation (one fabric run per operation; the "
         "layout would keep them in place except around the attention's host operations)"))
     verdict = {True: "pass", False: "FAIL", None: "none made"}
-    lines.append(f"block output vs torch float32: max |err| "
+    lines.append(f"{'block output' if not model else 'logits'} vs torch float32: max |err| "
                  f"{_fmt_err(tot['output_max_abs_err_vs_torch'])}, relative "
                  f"{_fmt_err(tot['output_rel_err_vs_torch'])} (rel err = max|err| / max|torch|"
                  f"; tolerance {tot['torch_rel_tolerance']:g} for every operation: "
@@ -322,6 +327,11 @@ def format_report(report):
             line += (f"; perf model's figure, measured sparse "
                      f"{sp['sparse_measured_fabric_cycles']:,} (no measured dense run)")
         lines.append(line)
+    gen = report.get("generated")
+    if gen:
+        lines.append(f"greedy generation ({gen['steps']} tokens, {gen['backend']}; the whole "
+                     f"prefix re-run for each): {gen['tokens']}; torch float32: "
+                     f"{gen['torch_tokens']} ({'same' if gen['matches_torch'] else 'DIFFERENT'})")
     if report["plots"]:
         lines.append(f"plots: {len(report['plots'])} PNG files in "
                      f"{_common_dir(report['plots'])}")

@@ -105,3 +105,7 @@ def test_demo_runs_dense_and_sparse_and_prints_the_speedup(tmp_path, capsys, mon
     assert dense["sparsity"] == 0.0 and sparse["sparsity"] == 0.9
     assert sparse["totals"]["fabric_cycles"] < dense["totals"]["fabric_cycles"]
     assert f"{dense['totals']['fabric_cycles']:,}" in out
+    model = json.loads((tmp_path / "model" / "report.json").read_text())
+    assert "GPT model n_layer=2 vocab=64 block_size=16" in out
+    assert model["generated"]["matches_torch"] and len(model["generated"]["tokens"][0]) == 2
+    assert np.load(tmp_path / "model" / "logits.npy").shape == (1, 8, 64)
