@@ -78,6 +78,15 @@ def lockstep(session):
 
 
 @nox.session(python=PYTHON)
+def attention(session):
+    """Causal attention on the RTL fabric over 16 layouts: bits against the golden model,
+    FMACs against the unmasked pairs, cycles against the cycle model (tests/test_attention.py
+    runs three layouts); figures in docs/attention.md."""
+    _install(session)
+    session.run("python", "bench/attention.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def nonlinear(session):
     """exp, 1/x, 1/sqrt(x), GELU: accuracy over all 65,536 FP16 inputs and every input on
     the RTL PE bit for bit against the golden model (tests/test_nonlinear_rtl.py runs a

@@ -24,7 +24,8 @@ from golden import fp
 from golden.nonlinear import run as run_kernel
 
 __all__ = ["REDUCE_OPS", "check_bounds", "row_reduce", "layernorm", "LN_EPS", "bias_add",
-           "residual_add", "gelu"]
+           "residual_add", "gelu", "attention",
+           "attention_probs", "attention_values"]
 
 #: The reductions: name -> the FP32 operation of golden/fp.py.
 REDUCE_OPS = {"sum": fp.add32, "max": fp.max32}
@@ -151,3 +152,100 @@ def gelu(x16, form="gelu"):
     if form not in ("gelu", "gelu_tanh"):
         raise ValueError(f"no GELU form {form!r} (there are: gelu, gelu_tanh)")
     return run_kernel(form, np.asarray(x16, dtype=np.uint16))
+
+
+# --- attention (gpt_mapping/attention.py) ---------------------------------------------------------
+
+NEG_INF32 = np.uint32(0xFF800000)
+
+
+def attention(qkv16, n_head, n_ctx, batch, stages=None):
+    """Causal multi-head attention of FP16 bits ``qkv16`` [T, 3C] (nanoGPT's c_attn output:
+    q, k, v, each head's ``d = C / n_head`` features contiguous) as the fabric computes it:
+    ``(probs16 [batch, n_head, n_ctx, n_ctx], att16 [T, C])``, FP16 bits.
+
+    For each sequence, head and query position p, over the keys u <= p in ascending order
+    (docs/attention.md section 3; every line one PE operation):
+
+    ``s_u = fma(... fma(fma(+0, q_0, k_u0), q_1, k_u1) ...)`` (d ascending, FP32);
+    ``s_u = s_u * round32(1 / sqrt(d))``; ``m = max_u s_u``;
+    ``e_u = exp16(round16(s_u - m))`` (the FP16 kernel of golden/nonlinear.py);
+    ``S = e_0 + e_1 + ...`` (FP32, u ascending); ``r = recip16(round16(S))``;
+    ``p_u = round16(e_u * r)``; ``y = fma(... fma(+0, p_0, v_0) ...)`` (u ascending, FP32);
+    ``att = round16(y)``.
+
+    The masked keys (u > p) take no part: their probabilities are +0. (The fabric sums the
+    masked keys of its own block as exp(-inf) = +0, which changes no sum; this model leaves
+    them out, a second way to the same bits.)
+    """
+    qkv16 = np.asarray(qkv16, dtype=np.uint16)
+    T, three_c = qkv16.shape
+    c = three_c // 3
+    if three_c != 3 * c or c % n_head or T != n_ctx * batch:
+        raise ValueError(f"attention of qkv shape {qkv16.shape} with n_head={n_head}, "
+                         f"n_ctx={n_ctx}, batch={batch}")
+    d = c // n_head
+    scale = fp.f32_to_bits(np.float32(1.0 / np.sqrt(d)))
+    q32 = fp.f16_to_f32(qkv16[:, :c]).reshape(batch, n_ctx, n_head, d)
+    k32 = fp.f16_to_f32(qkv16[:, c:2 * c]).reshape(batch, n_ctx, n_head, d)
+    probs = np.zeros((batch, n_head, n_ctx, n_ctx), dtype=np.uint16)
+    zero = np.zeros(batch * n_head, dtype=np.uint32)
+    # Vectorised over (sequence, head): [B*H] lanes, the loops are the fabric's orders.
+    q = q32.transpose(0, 2, 1, 3).reshape(batch * n_head, n_ctx, d)
+    k = k32.transpose(0, 2, 1, 3).reshape(batch * n_head, n_ctx, d)
+    for p in range(n_ctx):
+        s = np.empty((batch * n_head, p + 1), dtype=np.uint32)
+        for u in range(p + 1):
+            acc = zero
+            for i in range(d):
+                acc = fp.fmac32(acc, q[:, p, i], k[:, u, i])
+            s[:, u] = fp.mul32(acc, scale)
+        m = s[:, 0]
+        for u in range(1, p + 1):
+            m = fp.max32(m, s[:, u])
+        e16 = np.empty_like(s, dtype=np.uint16)
+        for u in range(p + 1):
+            e16[:, u] = fp.f32_to_f16(fp.sub32(s[:, u], m))
+        e16 = run_kernel("exp", e16.reshape(-1)).reshape(e16.shape)
+        e32 = fp.f16_to_f32(e16)
+        total = e32[:, 0]
+        for u in range(1, p + 1):
+            total = fp.add32(total, e32[:, u])
+        r32 = fp.f16_to_f32(run_kernel("reciprocal", fp.f32_to_f16(total)))
+        p16 = np.empty_like(e16)
+        for u in range(p + 1):
+            p16[:, u] = fp.f32_to_f16(fp.mul32(e32[:, u], r32))
+        probs.reshape(batch * n_head, n_ctx, n_ctx)[:, p, :p + 1] = p16
+    if stages is not None:
+        stages.update(scale=scale)
+    return probs, attention_values(probs, qkv16, n_head, n_ctx, batch)
+
+
+def attention_probs(qkv16, n_head, n_ctx, batch):
+    """The probabilities of :func:`attention` alone: FP16 bits [batch, n_head, n, n]."""
+    return attention(qkv16, n_head, n_ctx, batch)[0]
+
+
+def attention_values(probs16, qkv16, n_head, n_ctx, batch):
+    """``P V`` of :func:`attention` from FP16 probabilities ``probs16`` [batch, n_head, n,
+    n] and the values in ``qkv16`` [T, 3C]: FP16 bits [T, C], heads merged (for each
+    query position p and value feature j: ``fma`` over the keys u <= p ascending from +0,
+    rounded once to FP16)."""
+    qkv16 = np.asarray(qkv16, dtype=np.uint16)
+    T, three_c = qkv16.shape
+    c = three_c // 3
+    d = c // n_head
+    v = fp.f16_to_f32(qkv16[:, 2 * c:].reshape(batch, n_ctx, n_head, d)
+                      .transpose(0, 2, 1, 3).reshape(batch * n_head, n_ctx, d))
+    p32 = fp.f16_to_f32(np.asarray(probs16, dtype=np.uint16)
+                        .reshape(batch * n_head, n_ctx, n_ctx))
+    zero = np.zeros(batch * n_head, dtype=np.uint32)
+    att = np.zeros((batch * n_head, n_ctx, d), dtype=np.uint16)
+    for p in range(n_ctx):
+        for j in range(d):
+            acc = zero
+            for u in range(p + 1):
+                acc = fp.fmac32(acc, p32[:, p, u], v[:, u, j])
+            att[:, p, j] = fp.f32_to_f16(acc)
+    att = att.reshape(batch, n_head, n_ctx, d).transpose(0, 2, 1, 3).reshape(T, c)
+    return np.ascontiguousarray(att)

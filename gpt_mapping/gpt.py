@@ -92,6 +92,14 @@ OPERATIONS = (
     OpSpec("residual_2", "fabric", "residual add x1 + mlp (block output)", "elementwise"),
 )
 _SPECS = {spec.name: spec for spec in OPERATIONS}
+#: The attention's two operations when the layout lets them run on the fabric
+#: (gpt_mapping/attention.py, docs/attention.md); else the host's above, with the reason.
+FABRIC_ATTENTION = {
+    "attn.softmax": OpSpec("attn.softmax", "fabric", "attention scores QK^T/sqrt(d), causal "
+                           "mask, softmax (keys streamed south between PEs)", "attention"),
+    "attn.av": OpSpec("attn.av", "fabric", "attention-value product P V (values streamed "
+                      "south between PEs)", "attention"),
+}
 
 
 # --- FP16 activations and the host operations: golden/block.py --------------------------------
@@ -309,6 +317,10 @@ def _fabric_op_golden(op, mapping, x16, operand=None, eps=None):
         y = G.bias_add(x, bits(operand))
     elif op == "residual":
         y = G.residual_add(x, bits(operand))
+    elif op == "attn_scores":
+        y = G.attention_probs(x, mapping.n_head, mapping.n_ctx, mapping.batch)
+    elif op == "attn_values":
+        y = G.attention_values(bits(operand), x, mapping.n_head, mapping.n_ctx, mapping.batch)
     else:
         y = G.gelu(x, op)
     return y.view(np.float16)
@@ -319,6 +331,9 @@ def _fabric_op_prediction(op, mapping):
     from .rowops import predict_row_cycles
     if op == "layernorm":
         return predict_row_cycles(mapping, "layernorm")
+    if op in ("attn_scores", "attn_values"):
+        from .attention import predict_attention_cycles
+        return predict_attention_cycles(mapping, op[5:])
     return predict_elementwise_cycles(mapping, op)
 
 
@@ -378,6 +393,12 @@ class RtlBackend:
         if op == "layernorm":
             res = run_layernorm_rtl(mapping, x16, *operand, eps=eps, **traced)
             y16, counters = res.y16, res.counters
+        elif op == "attn_scores":
+            from .attention import run_scores_rtl
+            y16, counters = run_scores_rtl(mapping, x16, **traced)
+        elif op == "attn_values":
+            from .attention import run_values_rtl
+            y16, counters = run_values_rtl(mapping, operand, x16, **traced)
         else:
             y16, counters = run_elementwise_rtl(mapping, op, x16, operand, **traced)
         scalars = {k: (v.item() if isinstance(v, np.generic) else v)
@@ -619,20 +640,29 @@ def _host_flops(name, config):
 ONE_RUN_PER_OPERATION = True
 
 
-def _residency(index):
+def _residency(index, fabric_attention=False):
     """Where a GEMM's input comes from and its output goes, and whether the layout would let
-    the activations stay on the fabric (tokens on rows, features on columns)."""
-    before = OPERATIONS[index - 1]
-    after = OPERATIONS[index + 1] if index + 1 < len(OPERATIONS) else None
+    the activations stay on the fabric (tokens on rows, features on columns).
+    ``fabric_attention``: the attention runs on the fabric (:data:`FABRIC_ATTENTION`)."""
+    specs = [FABRIC_ATTENTION.get(op.name, op) if fabric_attention else op
+             for op in OPERATIONS]
+    before = specs[index - 1]
+    after = specs[index + 1] if index + 1 < len(specs) else None
     between, nxt = [], None
-    for later in OPERATIONS[index + 1:]:
+    for later in specs[index + 1:]:
         if later.layout == "gemm":
             nxt = later
             break
         between.append(later)
     mixing = [op.name for op in between if op.layout == "mixes-tokens"]
     on_host = [op.name for op in between if op.where == "host"]
-    if mixing:
+    attention = [op.name for op in between if op.layout == "attention"]
+    if attention:
+        allows = True
+        why = (f"yes: {', '.join(attention)} run on the fabric and read q, k and v where "
+               f"the QKV GEMM leaves them, its outputs ordered head by head (one head per "
+               f"column: a permutation of its weight columns, docs/attention.md)")
+    elif mixing:
         allows = False
         why = (f"no: {', '.join(mixing)} mix tokens across fabric rows (on the host), so the "
                f"output cannot be the next GEMM's input in place")
@@ -697,6 +727,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
                                   width=width, height=height, pe=pe or PEConfig())
                 for name, layer in mapped.linears.items()}
     row_maps = _fabric_op_mappings(cfg, fabric, pe or PEConfig())
+    att_layout, att_why = attention_placement(cfg, fabric, pe or PEConfig())
     bars = _Progress(progress, label)
     ops = []
     start = time.perf_counter()
@@ -729,7 +760,8 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
                             time.perf_counter() - t0, in16=a16, w16=layer.w16, gemm=run,
                             layer=info,
                             mapping=mapping.summary(),
-                            residency=_residency(OPERATIONS.index(spec))))
+                            residency=_residency(OPERATIONS.index(spec),
+                                                 att_layout is not None)))
         return y16
 
     def fabric_op(name, op, a16, operand=None):
@@ -752,6 +784,22 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
                             fabric_op=run, mapping=mapping.summary()))
         return y16
 
+    def attention_op(name, op, qkv16, operand, shape):
+        spec = FABRIC_ATTENTION[name]
+        t0 = time.perf_counter()
+        with bars.bar(spec, 1, "op") as bar:
+            run = backend.fabric_op(op, att_layout, qkv16, operand, label=name)
+            bar.update(1 - bar.n)
+        y16 = np.asarray(run.y16, dtype=np.float16)
+        if y16.shape != shape:
+            raise RuntimeError(f"backend {backend.name} returned {name} output of shape "
+                               f"{list(y16.shape)}, expected {list(shape)}")
+        run.y16 = y16
+        flops = _host_flops(name, cfg)
+        ops.append(OpRecord(spec, y16, flops, flops, time.perf_counter() - t0, in16=qkv16,
+                            fabric_op=run, mapping=attention_summary(att_layout)))
+        return y16
+
     lin = mapped.linears
     t, c = cfg.tokens, cfg.n_embd
     x = x16.reshape(t, c)
@@ -759,10 +807,17 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
     h = fabric_op("ln_1", "layernorm", x, mapped.ln16("ln_1"))
     qkv = gemm("attn.c_attn", h)
     qkv = fabric_op("attn.c_attn.bias", "bias", qkv, lin["attn.c_attn"].b16)
-    probs = host("attn.softmax", cfg.n_ctx,
-                 lambda tick: attention_probs16(qkv, cfg, tick=tick))
-    att = host("attn.av", cfg.n_ctx,
-               lambda tick: attention_values16(probs, qkv, cfg, tick=tick))
+    if att_layout is not None:
+        probs = attention_op("attn.softmax", "attn_scores", qkv, None,
+                             (cfg.batch, cfg.n_head, cfg.n_ctx, cfg.n_ctx))
+        att = attention_op("attn.av", "attn_values", qkv, probs, (t, c))
+    else:
+        probs = host("attn.softmax", cfg.n_ctx,
+                     lambda tick: attention_probs16(qkv, cfg, tick=tick))
+        att = host("attn.av", cfg.n_ctx,
+                   lambda tick: attention_values16(probs, qkv, cfg, tick=tick))
+        for rec in ops[-2:]:
+            rec.mapping = {"on_host_because": att_why}
     proj = gemm("attn.c_proj", att)
     proj = fabric_op("attn.c_proj.bias", "bias", proj, lin["attn.c_proj"].b16)
     x1 = fabric_op("residual_1", "residual", x, proj)
@@ -775,6 +830,27 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
     fabric_op("residual_2", "residual", x1, down)
     return BlockRun(cfg, (width, height), backend.name, backend.kind, mapped.sparsity, x16,
                     ops, time.perf_counter() - start, lanes=(pe or PEConfig()).lanes)
+
+
+def attention_placement(cfg, fabric, pe=None):
+    """``(AttentionLayout, None)`` when the block's attention runs on the fabric, else
+    ``(None, why)``: the layout's condition that fails (docs/attention.md section 1; the
+    attention then runs on the host and the report says why)."""
+    from .attention import attention_layout
+    from .layout import MappingError
+    try:
+        return attention_layout(cfg.n_embd, cfg.n_head, cfg.n_ctx, cfg.batch, *fabric,
+                                pe), None
+    except MappingError as exc:
+        return None, str(exc)
+
+
+def attention_summary(lay):
+    """The attention layout for the report."""
+    from .attention import KV_COLOR
+    return {"layout": "one head per column, keys and values streamed south row to row",
+            "head_dim": lay.head_dim, "tokens_per_row": lay.tokens_per_row,
+            "rows_per_sequence": lay.rows_per_sequence, "kv_color": KV_COLOR}
 
 
 def _fabric_op_mappings(cfg, fabric, pe):

@@ -324,7 +324,7 @@ DEMO_ARGS = ["--n-embd", "64", "--n-head", "4", "--n-ctx", "16", "--batch", "2",
 #: The demo's whole model: two blocks, logits and two greedy tokens, every fabric run on
 #: the RTL (about 2.5 minutes: the check run and its golden twin, then the two decoding
 #: runs; each of the 28 fabric operations is its own simulation).
-MODEL_ARGS = ["--n-embd", "32", "--n-head", "2", "--n-ctx", "8", "--batch", "1",
+MODEL_ARGS = ["--n-embd", "32", "--n-head", "4", "--n-ctx", "8", "--batch", "1",
               "--fabric", "4x4", "--n-layer", "2", "--vocab", "64", "--block-size", "16",
               "--generate", "2"]
 

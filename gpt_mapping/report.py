@@ -297,7 +297,7 @@ def format_report(report):
         f"bit-exact vs: {'; '.join(tot['bit_exact_vs'])} (ref = the operation is the "
         f"golden model itself).",
         f"on the fabric: {', '.join(report['where']['fabric'])}",
-        f"on the host (golden model, numpy): {', '.join(report['where']['host'])}",
+        f"on the host (golden model, numpy): {', '.join(report['where']['host']) or 'none'}",
         f"util: FMAC lane utilization for the GEMMs, datapath busy fraction for the other "
         f"fabric operations (measured runs); non-GEMM fabric operations: "
         f"{tot['non_gemm_cycles']:,} of {tot['fabric_cycles']:,} cycles "
@@ -309,7 +309,10 @@ def format_report(report):
     lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else
         "read back to the host after every operation (one fabric run per operation; the "
-        "layout would keep them in place except around the attention's host operations)"))
+        + ("layout would keep them in place from one operation to the next)"
+           if not any(n.endswith(("attn.softmax", "attn.av")) for n in report["where"]["host"])
+           else "layout would keep them in place except around the attention's host "
+                "operations)")))
     verdict = {True: "pass", False: "FAIL", None: "none made"}
     lines.append(f"{'block output' if not model else 'logits'} vs torch float32: max |err| "
                  f"{_fmt_err(tot['output_max_abs_err_vs_torch'])}, relative "

@@ -375,7 +375,8 @@ def row_streams(mapping, command, gamma16=None, beta16=None):
 #: The tasks' names on a timeline (``--trace``).
 TASK_NAMES = {**{task: name.replace("_", " ") for name, task in ROW_TASKS.items()},
               **{CTRL_BASE + int(c): c.name.lower()
-                 for c in (BlockCommand.BIAS, BlockCommand.RESIDUAL, BlockCommand.GELU)}}
+                 for c in (BlockCommand.BIAS, BlockCommand.RESIDUAL, BlockCommand.GELU,
+                           BlockCommand.ATTN_SCORES, BlockCommand.ATTN_VALUES)}}
 
 
 # --- the cycle model ---------------------------------------------------------------------------
@@ -460,7 +461,7 @@ def _check_input(mapping, x16, name="X"):
 
 def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, reads=None,
                 fabric=None, budget=None, watchdog=5000, name="row op", trace=None,
-                trace_label=""):
+                trace_label="", extra_routes=(), extra_reads=None):
     """Run one operation on the activations' layout: configure the routes (the GEMM's),
     load the tensors ``loads`` = ``[(x16 [T, C], byte_base(x, y))]`` into every PE (as
     :meth:`GemmMapping.x_tile` lays X out), write the tiles' ``programs``
@@ -473,6 +474,9 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
     stopped, :class:`FabricRunError` for a PE or router error or traffic off the fabric.
     ``trace``: a :class:`gpt_mapping.traces.FabricTrace` the run is added to (its steps
     named ``trace_label: load / run / readback``, as a GEMM's), also for a stopped run.
+    ``extra_routes``: ``[(x, y, in_port, color, mask)]`` beside the GEMM's (validated with
+    them); ``extra_reads``: ``{(x, y): (byte_address, words)}`` read back too, returned as
+    ``counters["extra_reads"]`` (``{(x, y): uint32 array}``).
     """
     W, H = mapping.width, mapping.height
     fw, fh = fabric or (W, H)
@@ -481,6 +485,8 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
     for i, (x16, _) in enumerate(loads):
         _check_input(mapping, x16, "X" if i == 0 else f"operand {i}")
     tables = gemm_routes(mapping)
+    for x, y, port, color, mask in extra_routes:
+        tables.set(x, y, port, color, mask)
     _check_routes(mapping, tables)
     place = {(x, y): Placement(mapping.pe.data_base, mapping.y_base(x, y))
              for y in range(H) for x in range(W)}
@@ -512,6 +518,8 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
     steps.append((read_step, "readback", "readback"))
     tickets = _readback(readback, mapping, place)
     s_tickets = {}
+    x_tickets = {xy: readback.pe_read(xy[0], xy[1], addr // 4, words)
+                 for xy, (addr, words) in (extra_reads or {}).items()}
     if reads is not None:
         for y in range(H):
             if not mapping.tokens_per_row[y]:
@@ -540,6 +548,9 @@ def run_tile_op(mapping, loads, programs, streams, predicted, *, read_y=True, re
     _check_errors(mapping, counters, run, 0)
     counters["predicted_cycles"] = predicted
     counters["fabric"] = {"width": fw, "height": fh}
+    if extra_reads:
+        counters["extra_reads"] = {xy: np.asarray(t.take(answers), dtype=np.uint32)
+                                   for xy, t in x_tickets.items()}
     s32 = None
     if reads is not None:
         s32 = np.zeros((W, mapping.tokens), dtype=np.uint32)

@@ -57,6 +57,8 @@ class BlockCommand(enum.IntEnum):
     that feature's column.
     ``RESIDUAL``: add the tile's second operand (the residual stream) to it.
     ``GELU``: the GELU kernel over the tile.
+    ``ATTN_SCORES``: the attention's scores, causal mask and softmax of the PE's head and
+    queries (gpt_mapping/attention.py); ``ATTN_VALUES``: its ``P V``.
     """
     ROW_REDUCE = 3
     LAYERNORM = 4
@@ -65,6 +67,8 @@ class BlockCommand(enum.IntEnum):
     BIAS = 7
     RESIDUAL = 8
     GELU = 9
+    ATTN_SCORES = 10
+    ATTN_VALUES = 11
 
 
 def _weight_bits(w16):

@@ -35,8 +35,7 @@ def test_operations_in_order_and_where_they_run(golden_run):
     assert len(names) == 1 + 2 * 15 + 2
     where = {rec.name: rec.where for rec in golden_run.ops}
     assert where["embedding"] == "host" and where["ln_f"] == where["lm_head"] == "fabric"
-    assert sorted(n for n, w in where.items() if w == "host") == [
-        "embedding", "h.0.attn.av", "h.0.attn.softmax", "h.1.attn.av", "h.1.attn.softmax"]
+    assert [n for n, w in where.items() if w == "host"] == ["embedding"]
 
 
 def test_logits_match_torch_float32(model, golden_run):
@@ -179,7 +178,7 @@ def test_small_model_on_the_rtl_fabric_is_bit_exact_and_decodes_like_torch(model
     run = gpt_model.run_gpt_model(model, TOKENS, FABRIC, "rtl")
     assert run.backend == "rtl"
     fabric = [rec for rec in run.ops if rec.where == "fabric"]
-    assert len(fabric) == 2 * 13 + 2
+    assert len(fabric) == 2 * 15 + 2
     bad = [rec.name for rec in fabric if rec.bit_exact is not True]
     assert not bad, f"not bit-exact against the golden pipeline: {bad}"
     assert all(rec.within_tolerance for rec in run.ops)

@@ -1,0 +1,580 @@
+"""Causal multi-head attention on the RTL fabric (SPEC 8; docs/attention.md).
+
+The layout (a design choice, docs/attention.md section 1): the QKV GEMM's outputs are
+ordered so that column x of the fabric owns head x whole, its q, k and v features
+(``3 d`` of them, ``d = n_embd / n_head``), which needs ``n_head == W``; the tokens stay split
+over the rows as every activation's (SPEC 7), and every row holds the same ``T_y`` tokens,
+a sequence spanning ``m = n_ctx / T_y`` whole rows. PE (x, y) then holds the queries, keys
+and values of its ``T_y`` tokens for head x, and every score it needs pairs one of its
+queries with a key of its own row or of a row above it in the same sequence.
+
+Two fabric operations, each started by a command in the column streams
+(:class:`gpt_mapping.streams.BlockCommand`) and run as a code task of every PE's core:
+
+* ``ATTN_SCORES`` (:func:`run_scores_rtl`): the keys travel south, row to row, on the
+  colour ``kv``: row r of a sequence receives the key blocks of rows 0 .. r - 1 from the
+  row above (one FIN copy each into its SRAM), passes each on south (FOUT) and then sends
+  its own; nothing merges on a link (store and forward, every row sends only after it has
+  received), so no key goes further south than the last row of its sequence and no key
+  travels north at all: the masked (query, key) pairs of other rows are never sent. Then
+  ``s = q . k`` by FMACs (the key's element the scalar, the queries' column the vector),
+  for its own block only over the queries at or after the key (the masked pairs are never
+  computed), the scale, ``-inf`` where the own block's masked pairs are, the row max, the
+  FP16 exp kernel, the row sum, the reciprocal kernel and ``p = e r``. The probabilities
+  stay in the PE (read back for the report).
+* ``ATTN_VALUES`` (:func:`run_values_rtl`): the values travel as the keys did, and
+  ``y = sum_u p_u v_u`` by FMACs, own block again only over the unmasked pairs; the
+  output is the head's ``d`` features of ``att`` where the next GEMM's X lies.
+
+The golden model is golden/fabric_ops.py (``attention_probs``, ``attention_values``), a
+separate implementation of the same arithmetic in the key order the PEs use.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden import fp
+from gpt_mapping.fabric_run import pe_params
+from gpt_mapping.kernels import embed_kernel
+from gpt_mapping.layout import FP16_BYTES, MappingError
+from gpt_mapping.rowops import (_BAD_TASKS, CTRL_BASE, _mod, _Program, _kernel_cycles,
+                                row_mapping, run_tile_op)
+from gpt_mapping.streams import BlockCommand
+from rtl.pe import regs as R
+from rtl.pe.asm import assemble
+from rtl.router import Port, port_mask
+from rtl.wavelet import pack_array
+
+__all__ = ["KV_COLOR", "AttentionLayout", "attention_layout", "permute_qkv", "tile",
+           "scores_program", "values_program", "predict_attention_cycles", "cycle_features",
+           "run_scores_rtl", "run_values_rtl"]
+
+#: The colour keys and values travel on, south along each column (unused by the GEMM).
+KV_COLOR = 3
+#: The code tasks of the two commands.
+TASKS = {"scores": CTRL_BASE + BlockCommand.ATTN_SCORES,
+         "values": CTRL_BASE + BlockCommand.ATTN_VALUES}
+_NEG_INF32 = 0xFF800000
+MAX_LEN = 4095                       # DSR dimension length limit
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Where attention runs: ``qkv`` is the layout of the permuted ``[T, 3C]`` QKV
+    activation (column x: head x's q, k, v), ``out`` that of ``att`` ``[T, C]``."""
+    qkv: object
+    out: object
+    n_head: int
+    n_ctx: int
+    batch: int
+    head_dim: int
+    tokens_per_row: int
+    rows_per_sequence: int
+
+
+def attention_layout(n_embd, n_head, n_ctx, batch, width, height, pe=None):
+    """The :class:`AttentionLayout` of a block on a ``width`` x ``height`` fabric, or a
+    :class:`MappingError` saying which condition of docs/attention.md section 1 fails."""
+    if n_head != width:
+        raise MappingError(f"attention on the fabric needs one head per column: n_head "
+                           f"{n_head} on {width} columns")
+    d = n_embd // n_head
+    if d % 2:
+        raise MappingError(f"attention on the fabric needs an even head size, not {d}")
+    t = n_ctx * batch
+    qkv = row_mapping(t, 3 * n_embd, width, height, pe)
+    out = row_mapping(t, n_embd, width, height, pe)
+    rows = {int(v) for v in qkv.tokens_per_row}
+    if len(rows) != 1:
+        raise MappingError(f"attention on the fabric needs the same tokens on every row, "
+                           f"the split gives {sorted(rows)} ({t} tokens on {height} rows)")
+    ty = rows.pop()
+    if n_ctx % ty:
+        raise MappingError(f"attention on the fabric needs each sequence on whole rows: "
+                           f"n_ctx {n_ctx} is not a multiple of the {ty} tokens per row")
+    if any(int(k) != 3 * d for k in qkv.features_per_column):
+        raise MappingError("the QKV split does not give every column 3 x head_dim features")
+    lay = AttentionLayout(qkv, out, n_head, n_ctx, batch, d, ty, n_ctx // ty)
+    # Every tile of a row index in its sequence has the same program (columns differ only
+    # in the head they hold): one of each is built, so a tile that does not fit is named.
+    for y in range(min(height, lay.rows_per_sequence)):
+        scores_program(lay, 0, y)
+        values_program(lay, 0, y)
+    return lay
+
+
+def permute_qkv(qkv16, n_head):
+    """``[T, 3C]`` in nanoGPT's order (q | k | v, heads inside) -> column-major heads
+    (head h: its q, its k, its v), the order the attention layout loads."""
+    t, three_c = qkv16.shape
+    c = three_c // 3
+    d = c // n_head
+    return np.ascontiguousarray(qkv16.reshape(t, 3, n_head, d).transpose(0, 2, 1, 3)
+                                .reshape(t, three_c))
+
+
+def _al(v, m=16):
+    return (v + m - 1) // m * m
+
+
+@dataclass(frozen=True)
+class Tile:
+    """PE (x, y)'s part of the attention: element addresses (FP16 units)."""
+    x: int
+    y: int
+    r: int                           #: the row's index in its sequence
+    last: bool                       #: the sequence's last row
+    t: int                           #: T_y
+    tp: int
+    d: int
+    keys: int                        #: keys it sees: (r + 1) T_y
+    q: int
+    k: int
+    v: int
+    out: int                         #: att's d features (over k: dead by then)
+    kbuf: int                        #: (r + 1) blocks [T_y, d] token-major
+    s: int                           #: FP32 [keys, T_pad]
+    e_in: int                        #: FP16 [keys, T_pad]
+    e: int
+    p: int
+    m: int                           #: FP32 [T_pad]: max, then sum
+    rin: int                         #: FP16 [T_pad]
+    rr: int
+    yacc: int                        #: FP32 [d, T_pad]
+    end: int
+
+
+def tile(lay, x, y):
+    """The :class:`Tile` of PE (x, y)."""
+    m = lay.qkv
+    t, tp, d = lay.tokens_per_row, m.t_pad(y), lay.head_dim
+    r = y % lay.rows_per_sequence
+    keys = (r + 1) * t
+    e0 = m.pe.data_base // FP16_BYTES
+    at = _al(e0 + 3 * d * tp)
+    sizes = {}
+    bases = {}
+    for name, size in (("kbuf", keys * d), ("s", 2 * keys * tp), ("e_in", keys * tp),
+                       ("e", keys * tp), ("p", keys * tp), ("m", 2 * tp), ("rin", tp),
+                       ("rr", tp), ("yacc", 2 * d * tp)):
+        bases[name] = at
+        sizes[name] = size
+        at = _al(at + size)
+    return Tile(x, y, r, r == lay.rows_per_sequence - 1, t, tp, d, keys, e0, e0 + d * tp,
+                e0 + 2 * d * tp, lay.out.y_base(x, y) // FP16_BYTES, bases["kbuf"],
+                bases["s"], bases["e_in"], bases["e"], bases["p"], bases["m"], bases["rin"],
+                bases["rr"], bases["yacc"], at)
+
+
+def _words(pe, kind, **fields):
+    return R.encode_dsr(kind, pe=pe, **fields)
+
+
+def _check_fits(lay, tl, end, what):
+    sram = lay.qkv.pe.sram_bytes // FP16_BYTES
+    if end > sram:
+        raise MappingError(f"tile ({tl.x}, {tl.y}): the attention's {what} needs "
+                           f"{end * FP16_BYTES} bytes of SRAM ({tl.keys} keys x {tl.tp} "
+                           f"tokens, head size {tl.d}), the PE has {sram * FP16_BYTES}")
+    if tl.keys * tl.tp > MAX_LEN or tl.d * tl.tp > MAX_LEN:
+        raise MappingError(f"tile ({tl.x}, {tl.y}): {tl.keys} keys x {tl.tp} tokens is "
+                           f"longer than one DSR dimension ({MAX_LEN} elements)")
+
+
+def _transfers(prog, tl, own, note):
+    """Receive the blocks of the rows above (FIN into kbuf), pass each on south, then copy
+    the own block (token-major) and send it: the store and forward of section 2."""
+    rm_dst = "r6" if tl.last else "r0"          # the receiving copy advances kbuf when
+    prog.emit(f"# {note}: {tl.r} block(s) from the north, then the own block")
+    for _ in range(tl.r):
+        prog.launch("fmov", "kb", "kin", rm=rm_dst, note="kbuf[b] = the stream")
+        if not tl.last:
+            prog.launch("fmov", "kout", "kb", rm="r5", note="... passed on south")
+    prog.launch("fmov", "kb", own, note="kbuf[r] = own block, token-major")
+    if not tl.last:
+        prog.launch("fmov", "kout", "kb", note="own block sent south")
+    prog.emit("    twait")
+
+
+def _dsrw_words(pe, kind, first, second, key0):
+    """Words 1 and 2 of a DSR for local key 0 and 1 (the increments per key)."""
+    w0, w1 = _words(pe, kind, **first), _words(pe, kind, **second)
+    return (w0[1], w0[2]), (w1[1] - w0[1], w1[2] - w0[2])
+
+
+def _base_program(lay, x, y):
+    pe = pe_params(lay.qkv)
+    tl = tile(lay, x, y)
+    prog = _Program(pe)
+    M, F16, F32 = R.Kind.MEM, R.DType.FP16, R.DType.FP32
+    t, tp, d = tl.t, tl.tp, tl.d
+    prog.dsr("zero", R.Kind.SCALAR, dtype=F32, value=0)
+    prog.dsr("kin", R.Kind.FIN, dtype=F16, color=KV_COLOR, dims=((t * d, 1),))
+    prog.dsr("kout", R.Kind.FOUT, dtype=F16, color=KV_COLOR, dims=((t * d, 1),))
+    prog.dsr("kb", M, dtype=F16, base=tl.kbuf, dims=((t * d, 1),), adv_step=t * d,
+             adv_count=tl.r + 1)
+    return pe, tl, prog, M, F16, F32
+
+
+def _finish(lay, tl, prog, pe, kernels, task):
+    source = "\n".join(prog.lines) + "\n"
+    program = assemble(source)
+    if program.end > lay.qkv.pe.data_base:
+        raise MappingError(f"tile ({tl.x}, {tl.y}): the attention's code needs "
+                           f"{program.end} bytes, more than the {lay.qkv.pe.data_base} "
+                           f"reserved below the data")
+    out = [(0, list(program.words))]
+    for ident, words in prog.dsrs.values():
+        out.append((R.dsr_addr(ident, pe=pe), words))
+    seen = set()
+    for kern in kernels:
+        for addr, word in kern.config:
+            if addr not in seen:
+                seen.add(addr)
+                out.append((addr, [word]))
+    bad = R.encode_entry(R.TensorOp.FMOV, R.DSR_NONE, pe=pe)
+    out.append((R.entry_addr(0, pe=pe), list(bad)))
+    tasks = {CTRL_BASE + int(c): R.encode_task(0, pe=pe) for c in BlockCommand}
+    for t_id in _BAD_TASKS:
+        tasks[t_id] = R.encode_task(0, pe=pe)
+    tasks[TASKS[task]] = R.encode_task(pc=program.labels[task], pe=pe)
+    for t_id, word in sorted(tasks.items()):
+        out.append((R.task_addr(t_id, pe=pe), [word]))
+    out.append((R.bind_addr(lay.qkv.colors.weight, pe=pe),
+                [R.encode_bind(data_task=0, ctrl_base=CTRL_BASE, pe=pe)]))
+    return out, source
+
+
+def _key_loop(prog, tl, label, count, addr, launch_d, step):
+    """A loop over ``count`` keys whose elements (token-major, ``d`` per key) start at
+    byte ``addr``: ``launch_d(d, reg)`` emits the launch of element d (its FP16 value in
+    the low half of ``reg``)."""
+    prog.emit(f"    li r7, {addr}", f"    li r8, {count}", f"{label}:")
+    for w in range(tl.d // 2):
+        prog.emit(f"    lw r9, {4 * w}(r7)")
+        launch_d(2 * w, "r9")
+        prog.emit("    srli r9, r9, 16")
+        launch_d(2 * w + 1, "r9")
+    prog.emit(*step, f"    addi r7, r7, {2 * tl.d}", "    addi r8, r8, -1",
+              f"    bne r8, r0, {label}")
+
+
+def scores_program(lay, x, y):
+    """PE (x, y)'s program of ``ATTN_SCORES``: ``(config, source)``."""
+    pe, tl, prog, M, F16, F32 = _base_program(lay, x, y)
+    t, tp, d, keys = tl.t, tl.tp, tl.d, tl.keys
+    scale = int(fp.f32_to_bits(np.float32(1.0 / np.sqrt(d))))
+    prog.dsr("neginf", R.Kind.SCALAR, dtype=F32, value=_NEG_INF32)
+    prog.dsr("scale", R.Kind.SCALAR, dtype=F32, value=scale)
+    prog.dsr("kown", M, dtype=F16, base=tl.k, dims=((d, tp), (t, 1)))
+    prog.dsr("qc", M, dtype=F16, base=tl.q, dims=((t, 1),), adv_step=tp, adv_count=d)
+    prog.dsr("sc", M, dtype=F32, base=tl.s, dims=((t, 1),), adv_step=tp, adv_count=keys)
+    # l1 / l2: rewritten per local key (dsrw): the key's score column and the queries'
+    # column from the key's own token on; then the whole S for the scale.
+    prog.dsr("l1", M, dtype=F32, base=tl.s, dims=((t, 1),))
+    prog.dsr("l2", M, dtype=F16, base=tl.q, dims=((t, 1),), adv_step=tp, adv_count=d)
+    prog.dsr("mx", M, dtype=F32, base=tl.m, dims=((t, 1),))
+    prog.dsr("mb", M, dtype=F32, base=tl.m, dims=((tp, 1), (keys, 0)))
+    prog.dsr("ein", M, dtype=F16, base=tl.e_in, dims=((keys * tp, 1),))
+    prog.dsr("e", M, dtype=F16, base=tl.e, dims=((keys * tp, 1),))
+    prog.dsr("ek", M, dtype=F16, base=tl.e, dims=((t, 1),), adv_step=tp, adv_count=keys)
+    prog.dsr("rin", M, dtype=F16, base=tl.rin, dims=((t, 1),))
+    prog.dsr("rr", M, dtype=F16, base=tl.rr, dims=((t, 1),))
+    prog.dsr("rb", M, dtype=F16, base=tl.rr, dims=((tp, 1), (keys, 0)))
+    prog.dsr("p", M, dtype=F16, base=tl.p, dims=((keys * tp, 1),))
+    exp = embed_kernel("exp", keys * tp, at=tl.end, first_dsr=len(prog.dsrs),
+                       x_dsr=prog.id("ein"), y_dsr=prog.id("e"), pe=pe, rm_reg="r11")
+    rec = embed_kernel("reciprocal", t, at=exp.end, first_dsr=exp.next_dsr,
+                       x_dsr=prog.id("rin"), y_dsr=prog.id("rr"), pe=pe, rm_reg="r11")
+    _check_fits(lay, tl, rec.end, "scores and softmax")
+    if rec.next_dsr > pe.num_dsrs:
+        raise MappingError(f"tile ({x}, {y}): the attention's scores need {rec.next_dsr} "
+                           f"DSRs, the PE has {pe.num_dsrs}")
+    ids = {n: prog.id(n) for n in prog.dsrs}
+    prog.emit("scores:",
+              f"    li r4, {_mod(adv=4):#x}    # rm: advance b",
+              f"    li r5, {_mod(adv=2):#x}    # rm: advance a",
+              f"    li r6, {_mod(adv=1):#x}    # rm: advance dst",
+              f"    li r12, {_mod(adv=5):#x}   # rm: advance dst and b")
+    _transfers(prog, tl, "kown", "keys")
+
+    def recv_launch(i, reg):
+        a = "zero" if i == 0 else "sc"
+        rm = "r12" if i == d - 1 else "r4"
+        prog.emit(f"    t.fmac {ids['sc']}, {ids[a]}, {ids['qc']}, {reg}, {rm}"
+                  f"    # s[key] += q[:, {i}] * k[{i}]")
+
+    if tl.r:
+        prog.emit(f"# scores of the {tl.r * t} keys of the rows above: every query")
+        _key_loop(prog, tl, "sc_recv", tl.r * t, 2 * tl.kbuf, recv_launch, [])
+    # The own block: -inf everywhere first (the masked pairs keep it), then key i over
+    # the queries i .. T_y - 1 only.
+    own_s = tl.s + 2 * tl.r * t * tp
+    first = dict(dtype=F32, base=own_s, dims=((t * tp, 1),))
+    w_fill = _words(pe, M, **first)
+    prog.emit("# the own block: -inf, then each key over the queries at or after it",
+              f"    li r10, {w_fill[1]}", f"    li r13, {w_fill[2]}",
+              f"    dsrw r10, {ids['l1']}, 1", f"    dsrw r13, {ids['l1']}, 2")
+    prog.launch("fmov", "l1", "neginf", note="own block = -inf")
+    (s1, s2), (ds1, ds2) = _dsrw_words(
+        pe, M, dict(dtype=F32, base=own_s, dims=((t, 1),)),
+        dict(dtype=F32, base=own_s + 2 * (tp + 1), dims=((t - 1 or 1, 1),)), 0)
+    (q1, q2), (dq1, dq2) = _dsrw_words(
+        pe, M, dict(dtype=F16, base=tl.q, dims=((t, 1),), adv_step=tp, adv_count=d),
+        dict(dtype=F16, base=tl.q + 1, dims=((t - 1 or 1, 1),), adv_step=tp, adv_count=d), 0)
+    if t == 1:
+        ds2 = dq2 = 0
+
+    def local_launch(i, reg):
+        a = "zero" if i == 0 else "l1"
+        prog.emit(f"    t.fmac {ids['l1']}, {ids[a]}, {ids['l2']}, {reg}, r4"
+                  f"    # s[own key] += q[key.., {i}] * k[{i}]")
+
+    prog.emit("    twait", f"    li r10, {s1}", f"    li r13, {s2}", f"    li r14, {q1}",
+              f"    li r15, {q2}")
+    prog.emit(f"    li r7, {2 * (tl.kbuf + tl.r * t * d)}", f"    li r8, {t}", "sc_own:",
+              "    twait", f"    dsrw r10, {ids['l1']}, 1", f"    dsrw r13, {ids['l1']}, 2",
+              f"    dsrw r14, {ids['l2']}, 1", f"    dsrw r15, {ids['l2']}, 2")
+    for w in range(d // 2):
+        prog.emit(f"    lw r9, {4 * w}(r7)")
+        local_launch(2 * w, "r9")
+        prog.emit("    srli r9, r9, 16")
+        local_launch(2 * w + 1, "r9")
+    prog.emit(f"    addi r10, r10, {ds1}", f"    addi r13, r13, {ds2}",
+              f"    addi r14, r14, {dq1}", f"    addi r15, r15, {dq2}",
+              f"    addi r7, r7, {2 * d}", "    addi r8, r8, -1", "    bne r8, r0, sc_own",
+              "    twait")
+    # The scale over the whole S, then the softmax along the keys.
+    w_all = _words(pe, M, dtype=F32, base=tl.s, dims=((keys * tp, 1),))
+    prog.emit("# scale, max, exp, sum, 1/sum, p", f"    li r10, {w_all[1]}",
+              f"    li r13, {w_all[2]}", f"    dsrw r10, {ids['l1']}, 1",
+              f"    dsrw r13, {ids['l1']}, 2", f"    dsrw r0, {ids['sc']}, 7")
+    prog.launch("fmul", "l1", "l1", "scale", note="s = s * round32(1 / sqrt(d))")
+    prog.launch("fmov", "mx", "sc", rm="r5", note="m = s[0]")
+    if keys > 1:
+        prog.emit(f"    li r8, {keys - 1}", "mx_loop:")
+        prog.launch("fmax", "mx", "mx", "sc", rm="r4", note="m = max(m, s[key])")
+        prog.emit("    addi r8, r8, -1", "    bne r8, r0, mx_loop")
+    prog.launch("fsub", "ein", "l1", "mb", note="round16(s - m)")
+    prog.emit("# exp kernel (golden/nonlinear.py)", *exp.lines)
+    prog.launch("fmov", "mx", "ek", rm="r5", note="S = e[0]")
+    if keys > 1:
+        prog.emit(f"    li r8, {keys - 1}", "sum_loop:")
+        prog.launch("fadd", "mx", "mx", "ek", rm="r4", note="S = S + e[key]")
+        prog.emit("    addi r8, r8, -1", "    bne r8, r0, sum_loop")
+    prog.launch("fmov", "rin", "mx", note="round16(S)")
+    prog.emit("# reciprocal kernel", *rec.lines)
+    prog.launch("fmul", "p", "e", "rb", note="p = round16(e * r)")
+    # The task ends with its last operation in flight (it keeps the PE busy until done).
+    prog.emit("    tend")
+    return _finish(lay, tl, prog, pe, (exp, rec), "scores")
+
+
+def values_program(lay, x, y):
+    """PE (x, y)'s program of ``ATTN_VALUES``: ``(config, source)``; the probabilities
+    lie at the tile's ``p`` as the scores left them."""
+    pe, tl, prog, M, F16, F32 = _base_program(lay, x, y)
+    t, tp, d, keys = tl.t, tl.tp, tl.d, tl.keys
+    prog.dsr("vown", M, dtype=F16, base=tl.v, dims=((d, tp), (t, 1)))
+    prog.dsr("pc", M, dtype=F16, base=tl.p, dims=((t, 1),), adv_step=tp, adv_count=keys)
+    prog.dsr("yc", M, dtype=F32, base=tl.yacc, dims=((t, 1),), adv_step=tp, adv_count=d)
+    prog.dsr("yall", M, dtype=F32, base=tl.yacc, dims=((d * tp, 1),))
+    prog.dsr("out", M, dtype=F16, base=tl.out, dims=((d * tp, 1),))
+    prog.dsr("l1", M, dtype=F32, base=tl.yacc, dims=((t, 1),), adv_step=tp, adv_count=d)
+    prog.dsr("l2", M, dtype=F16, base=tl.p, dims=((t, 1),))
+    _check_fits(lay, tl, tl.end, "P V")
+    ids = {n: prog.id(n) for n in prog.dsrs}
+    prog.emit("values:",
+              f"    li r4, {_mod(adv=4):#x}    # rm: advance b",
+              f"    li r5, {_mod(adv=2):#x}    # rm: advance a",
+              f"    li r6, {_mod(adv=1):#x}    # rm: advance dst",
+              f"    li r12, {_mod(adv=5):#x}   # rm: advance dst and b")
+    _transfers(prog, tl, "vown", "values")
+    prog.launch("fmov", "yall", "zero", note="y = +0")
+
+    def recv_launch(i, reg):
+        rm = "r12" if i == d - 1 else "r6"
+        prog.emit(f"    t.fmac {ids['yc']}, {ids['yc']}, {ids['pc']}, {reg}, {rm}"
+                  f"    # y[:, {i}] += p[:, key] * v[{i}]")
+
+    if tl.r:
+        prog.emit(f"# the {tl.r * t} keys of the rows above: every query")
+        _key_loop(prog, tl, "pv_recv", tl.r * t, 2 * tl.kbuf, recv_launch, [])
+    own_p = tl.p + tl.r * t * tp
+    (y1, y2), (dy1, dy2) = _dsrw_words(
+        pe, M, dict(dtype=F32, base=tl.yacc, dims=((t, 1),), adv_step=tp, adv_count=d),
+        dict(dtype=F32, base=tl.yacc + 2, dims=((t - 1 or 1, 1),), adv_step=tp,
+             adv_count=d), 0)
+    (p1, p2), (dp1, dp2) = _dsrw_words(
+        pe, M, dict(dtype=F16, base=own_p, dims=((t, 1),)),
+        dict(dtype=F16, base=own_p + tp + 1, dims=((t - 1 or 1, 1),)), 0)
+    if t == 1:
+        dy2 = dp2 = 0
+    prog.emit("# the own block: key i over the queries at or after it", "    twait",
+              f"    li r10, {y1}", f"    li r13, {y2}", f"    li r14, {p1}", f"    li r15, {p2}",
+              f"    li r7, {2 * (tl.kbuf + tl.r * t * d)}", f"    li r8, {t}", "pv_own:",
+              "    twait", f"    dsrw r10, {ids['l1']}, 1", f"    dsrw r13, {ids['l1']}, 2",
+              f"    dsrw r14, {ids['l2']}, 1", f"    dsrw r15, {ids['l2']}, 2")
+    for w in range(d // 2):
+        for half in range(2):
+            if half == 0:
+                prog.emit(f"    lw r9, {4 * w}(r7)")
+            else:
+                prog.emit("    srli r9, r9, 16")
+            i = 2 * w + half
+            prog.emit(f"    t.fmac {ids['l1']}, {ids['l1']}, {ids['l2']}, r9, r6"
+                      f"    # y[key.., {i}] += p[key.., key] * v[{i}]")
+    prog.emit(f"    addi r10, r10, {dy1}", f"    addi r13, r13, {dy2}",
+              f"    addi r14, r14, {dp1}", f"    addi r15, r15, {dp2}",
+              f"    addi r7, r7, {2 * d}", "    addi r8, r8, -1", "    bne r8, r0, pv_own",
+              "    twait")
+    prog.launch("fmov", "out", "yall", note="att = round16(y)")
+    prog.emit("    tend")
+    return _finish(lay, tl, prog, pe, (), "values")
+
+
+# --- routes, streams, the cycle model ---------------------------------------------------------
+
+def kv_routes(lay):
+    """The ``kv`` colour's routes: in every column, each row of a sequence but the last
+    sends south (RAMP -> S), each but the first receives from the north (N -> RAMP)."""
+    out = []
+    m = lay.rows_per_sequence
+    for x in range(lay.qkv.width):
+        for y in range(lay.qkv.height):
+            r = y % m
+            if r > 0:
+                out.append((x, y, Port.N, KV_COLOR, port_mask(Port.RAMP)))
+            if r < m - 1:
+                out.append((x, y, Port.RAMP, KV_COLOR, port_mask(Port.S)))
+    return out
+
+
+def _streams(lay, command):
+    color = lay.qkv.colors.weight
+    return [pack_array(data=0, index=int(command), ctrl=1, color=color).reshape(1)
+            .astype(np.uint32) for _ in range(lay.qkv.width)]
+
+
+#: The cycle model's constants, least squares on bench/attention.py's ``tune`` cases
+#: (``--fit``), checked on its ``check`` cases (docs/attention.md section 4); the terms are
+#: those of :func:`cycle_features`.
+SCORES_COEF = [58.276, 1.724, 1.402, 1.285, 21.535]
+VALUES_COEF = [62.663, 1.51, 2.0, 0.993, 25.089]
+
+
+def cycle_features(lay, op):
+    """The terms of the cycle model of ``op`` for the sequence's last row (the slowest: it
+    waits for every block above and has the most keys): ``{"fixed": cycles known from
+    other models (the kernels' issue models), "terms": [...]}``.
+
+    Both: 1; the store-and-forward chain ``max(0, 2 m - 3) T_y d`` (the last row has all
+    its blocks when the row above has forwarded m - 2 blocks and sent its own, each block
+    ``T_y d`` wavelets, one a cycle); the launches ``keys d``, and the same times the FP32
+    groups of a launch ``ceil(T_y / 2)``. ``scores`` then counts ``keys + T_y`` (the
+    softmax's launches per key; the own block's dsrw and drain per key), ``values`` the
+    own keys ``T_y``."""
+    t, d, m = lay.tokens_per_row, lay.head_dim, lay.rows_per_sequence
+    tp = lay.qkv.t_pad(0)
+    keys = m * t
+    groups = -(-t // 2)
+    chain = max(0, 2 * m - 3) * t * d
+    if op == "scores":
+        fixed = _kernel_cycles("exp", keys * tp) + _kernel_cycles("reciprocal", t)
+        return {"fixed": fixed, "terms": [1, chain, keys * d, keys * d * groups, keys + t]}
+    if op == "values":
+        return {"fixed": 0, "terms": [1, chain, keys * d, keys * d * groups, t]}
+    raise ValueError(f"no attention operation {op!r} (there are: scores, values)")
+
+
+def predict_attention_cycles(lay, op):
+    """Cycles of ``"scores"`` or ``"values"`` from the command's injection to the end
+    (:func:`cycle_features` with the fitted constants)."""
+    f = cycle_features(lay, op)
+    coef = SCORES_COEF if op == "scores" else VALUES_COEF
+    return max(1, int(round(f["fixed"] + float(np.dot(coef, f["terms"])))))
+
+
+# --- running on the RTL -----------------------------------------------------------------------
+
+def _programs(lay, which):
+    make = scores_program if which == "scores" else values_program
+    return {(x, y): make(lay, x, y)[0] for y in range(lay.qkv.height)
+            for x in range(lay.qkv.width)}
+
+
+def _qkv_loads(lay, qkv16):
+    """The permuted QKV tiles as raw writes ``{(x, y): [(word address, words)]}``."""
+    perm = permute_qkv(np.asarray(qkv16), lay.n_head)
+    out = {}
+    for y in range(lay.qkv.height):
+        for x in range(lay.qkv.width):
+            tile16 = lay.qkv.x_tile(perm, x, y)
+            out[x, y] = [(lay.qkv.pe.data_base // 4, tile16.reshape(-1).view("<u4"))]
+    return out
+
+
+def _check_qkv(lay, qkv16):
+    q = np.asarray(qkv16)
+    want = (lay.qkv.tokens, lay.qkv.features)
+    if q.dtype != np.float16 or q.shape != want:
+        raise MappingError(f"attention: qkv must be float16 {list(want)}, not {q.dtype} "
+                           f"{list(q.shape)}")
+
+
+def run_scores_rtl(lay, qkv16, **options):
+    """``ATTN_SCORES`` on the RTL fabric: ``(probs16 float16 [batch, n_head, n, n],
+    counters)``; ``qkv16`` is the c_attn output ``[T, 3C]`` in nanoGPT's order."""
+    _check_qkv(lay, qkv16)
+    programs = _programs(lay, "scores")
+    for xy, writes in _qkv_loads(lay, qkv16).items():
+        programs[xy] = programs[xy] + writes
+    reads = {}
+    for y in range(lay.qkv.height):
+        for x in range(lay.qkv.width):
+            tl = tile(lay, x, y)
+            reads[x, y] = (tl.p * FP16_BYTES, tl.keys * tl.tp // 2)
+    predicted = predict_attention_cycles(lay, "scores")
+    _, _, counters = run_tile_op(lay.out, [], programs, _streams(lay, BlockCommand.ATTN_SCORES),
+                                 predicted, read_y=False, name="attention scores",
+                                 extra_routes=kv_routes(lay), extra_reads=reads, **options)
+    got = counters.pop("extra_reads")
+    b, h, n = lay.batch, lay.n_head, lay.n_ctx
+    probs = np.zeros((b, h, n, n), dtype=np.uint16)
+    for (x, y), words in got.items():
+        tl = tile(lay, x, y)
+        p = words.view(np.uint16).reshape(tl.keys, tl.tp)[:, :tl.t]      # [key, query]
+        t0 = y * tl.t
+        seq, pos0 = divmod(t0, n)
+        probs[seq, x, pos0:pos0 + tl.t, :tl.keys] = p.T
+    return probs.view(np.float16), counters
+
+
+def _p_loads(lay, probs16):
+    """The probabilities back into every PE (as the scores left them): raw writes."""
+    p = np.asarray(probs16).view(np.uint16)
+    out = {}
+    for y in range(lay.qkv.height):
+        for x in range(lay.qkv.width):
+            tl = tile(lay, x, y)
+            seq, pos0 = divmod(y * tl.t, lay.n_ctx)
+            buf = np.zeros((tl.keys, tl.tp), dtype=np.uint16)
+            buf[:, :tl.t] = p[seq, x, pos0:pos0 + tl.t, :tl.keys].T
+            out[x, y] = [(tl.p * FP16_BYTES // 4, buf.reshape(-1).view("<u4"))]
+    return out
+
+
+def run_values_rtl(lay, probs16, qkv16, **options):
+    """``ATTN_VALUES`` on the RTL fabric: ``(att16 float16 [T, C], counters)``."""
+    _check_qkv(lay, qkv16)
+    programs = _programs(lay, "values")
+    for loads in (_qkv_loads(lay, qkv16), _p_loads(lay, probs16)):
+        for xy, writes in loads.items():
+            programs[xy] = programs[xy] + writes
+    predicted = predict_attention_cycles(lay, "values")
+    y16, _, counters = run_tile_op(lay.out, [], programs,
+                                   _streams(lay, BlockCommand.ATTN_VALUES), predicted,
+                                   name="attention values", extra_routes=kv_routes(lay),
+                                   **options)
+    return y16, counters
