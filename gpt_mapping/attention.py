@@ -48,7 +48,7 @@ from rtl.wavelet import pack_array
 
 __all__ = ["KV_COLOR", "AttentionLayout", "attention_layout", "permute_qkv", "tile",
            "scores_program", "values_program", "predict_attention_cycles", "cycle_features",
-           "run_scores_rtl", "run_values_rtl"]
+           "run_scores_rtl", "run_values_rtl", "decode_probs", "kv_routes"]
 
 #: The colour keys and values travel on, south along each column (unused by the GEMM).
 KV_COLOR = 3
@@ -539,16 +539,20 @@ def run_scores_rtl(lay, qkv16, **options):
     _, _, counters = run_tile_op(lay.out, [], programs, _streams(lay, BlockCommand.ATTN_SCORES),
                                  predicted, read_y=False, name="attention scores",
                                  extra_routes=kv_routes(lay), extra_reads=reads, **options)
-    got = counters.pop("extra_reads")
+    return decode_probs(lay, counters.pop("extra_reads")), counters
+
+
+def decode_probs(lay, got):
+    """The probabilities float16 ``[batch, n_head, n, n]`` from every PE's ``p`` buffer
+    (``{(x, y): uint32 words}``, keys x padded tokens); the pairs no PE holds are +0."""
     b, h, n = lay.batch, lay.n_head, lay.n_ctx
     probs = np.zeros((b, h, n, n), dtype=np.uint16)
     for (x, y), words in got.items():
         tl = tile(lay, x, y)
-        p = words.view(np.uint16).reshape(tl.keys, tl.tp)[:, :tl.t]      # [key, query]
-        t0 = y * tl.t
-        seq, pos0 = divmod(t0, n)
+        p = np.asarray(words).view(np.uint16).reshape(tl.keys, tl.tp)[:, :tl.t]   # [key, query]
+        seq, pos0 = divmod(y * tl.t, n)
         probs[seq, x, pos0:pos0 + tl.t, :tl.keys] = p.T
-    return probs.view(np.float16), counters
+    return probs.view(np.float16)
 
 
 def _p_loads(lay, probs16):

@@ -95,10 +95,13 @@ def gelu_chunks(mapping, x, y, op):
 MAX_CHUNK = 4095
 
 
-def elementwise_program(mapping, x, y, op):
+def elementwise_program(mapping, x, y, op, operand_at=None):
     """PE (x, y)'s program of ``op``: ``(config, source)`` (nothing for a row without
     tokens); ``config`` is ``[(pe_address, [words])]``. Raises :class:`MappingError`
-    naming the tile when its buffers do not fit."""
+    naming the tile when its buffers do not fit. ``operand_at``: the residual operand's
+    FP16 element address when it already lies somewhere else than :func:`operand_base`
+    (gpt_mapping/block_program.py: the residual stream where an earlier operation left
+    it)."""
     if op not in OPS:
         raise ValueError(f"no element-wise operation {op!r} (there are: {', '.join(OPS)})")
     if not mapping.tokens_per_row[y]:
@@ -108,12 +111,14 @@ def elementwise_program(mapping, x, y, op):
         int(mapping.features_per_column[x])
     x_base = mapping.pe.data_base // FP16_BYTES
     y_base = mapping.y_base(x, y) // FP16_BYTES
-    b_base = operand_base(mapping, x, y) // FP16_BYTES
+    b_base = operand_base(mapping, x, y) // FP16_BYTES if operand_at is None else operand_at
     prog = _Program(pe)
     M, F16 = R.Kind.MEM, R.DType.FP16
     grid = _grid(mapping, x, y)
     entries, code = {}, None
     end = b_base + (k * tp if op == "residual" else 0)
+    if operand_at is not None:
+        end = max(end, y_base + k * tp)
     if op == "bias":
         column = dict(dims=((t, 1),), adv_step=tp, adv_count=k)
         prog.dsr("xcol", M, dtype=F16, base=x_base, **column)
@@ -229,6 +234,9 @@ def elementwise_streams(mapping, op, bias16=None):
 EW_FIXED = {"bias": 10, "residual": 10, "gelu": 10, "gelu_tanh": 10}
 BIAS_PER_FEATURE = 2
 RESIDUAL_SAME_PAIR = 1.5
+#: Cycles per issue when the operand starts on that pair too (measured: 2 x 2, T 8, C 16:
+#: 16 for 8 issues; 4 x 4, T 32, C 64: 64 for 32 issues).
+RESIDUAL_ALL_SAME_PAIR = 2
 #: Cycles a GELU chunk costs beyond the kernel's issues (twait drain, dsrw, loop).
 GELU_CHUNK = 0
 
@@ -240,12 +248,13 @@ class _Kp:
         self.steps, self.bases, self.types, self.n = emb.steps, emb.bases, emb.types, n
 
 
-def predict_elementwise_cycles(mapping, op):
+def predict_elementwise_cycles(mapping, op, operand_at=None):
     """Cycles of ``op`` from the first injection to the end: the slowest PE's work.
     ``bias``: one launch-list task per feature (its T_y tokens at 4 FP16 lanes, at least
     :data:`BIAS_PER_FEATURE` cycles: the command's activation); ``residual``: one launch
     over the [K_x, T_pad] tile (4 lanes); ``gelu``: the kernel's issue model
-    (:func:`gpt_mapping.kernels.predict_cycles`) on the tile."""
+    (:func:`gpt_mapping.kernels.predict_cycles`) on the tile. ``operand_at``: as
+    :func:`elementwise_program`'s (the residual operand's bank pair counts)."""
     if op not in OPS:
         raise ValueError(f"no element-wise operation {op!r} (there are: {', '.join(OPS)})")
     # Every tile of a row holds the same tokens and every tile of a column the same
@@ -260,7 +269,7 @@ def predict_elementwise_cycles(mapping, op):
     worst = 0
     for t, y in last_row.items():
         for k, x in columns.items():
-            worst = max(worst, EW_FIXED[op] + _work(mapping, op, x, y, t, k) + y)
+            worst = max(worst, EW_FIXED[op] + _work(mapping, op, x, y, t, k, operand_at) + y)
     return int(worst)
 
 
@@ -270,7 +279,7 @@ def _kernel_work(op, n, grid):
     return predict_cycles(_Kp(emb, n))
 
 
-def _work(mapping, op, x, y, t, k):
+def _work(mapping, op, x, y, t, k, operand_at=None):
     tp = mapping.t_pad(y)
     if op == "bias":
         return k * max(-(-t // 4), BIAS_PER_FEATURE)
@@ -278,11 +287,18 @@ def _work(mapping, op, x, y, t, k):
         # One issue per 4 elements; when Y's write-back meets X's reads (both tiles start
         # on one bank pair: K_x T_pad / 4 a multiple of 4), every issue after the first
         # write-back (4 issues in) costs RESIDUAL_SAME_PAIR (measured on 4 x 4, T 32, C 256).
+        # When the operand R starts on that pair too (the block program's residual stream,
+        # gpt_mapping/block_program.py), every issue costs RESIDUAL_ALL_SAME_PAIR (two reads
+        # and a write-back on one pair).
         x_el = mapping.pe.data_base // FP16_BYTES
-        same = _pair(x_el) == _pair(mapping.y_base(x, y) // FP16_BYTES)
+        y_pair = _pair(mapping.y_base(x, y) // FP16_BYTES)
+        r_el = operand_base(mapping, x, y) // FP16_BYTES if operand_at is None else operand_at
+        same = _pair(x_el) == y_pair
         issues = k * tp // 4
         if not same:
             return issues
+        if _pair(r_el) == y_pair:
+            return int(RESIDUAL_ALL_SAME_PAIR * issues)
         return int(issues + (RESIDUAL_SAME_PAIR - 1) * max(0, issues - 4))
     kc, starts = gelu_chunks(mapping, x, y, op)
     return len(starts) * (_kernel_work(op, kc * tp, ((tp, 1), (kc, tp))) + GELU_CHUNK)

@@ -372,15 +372,44 @@ class RtlBackend:
     name = "rtl"
     kind = "measured"
 
-    def __init__(self, trace=None):
+    def __init__(self, trace=None, one_program=True):
         # Imported here: the RTL backend brings the Verilator tool chain with it.
         from .fabric_run import run_gemm_rtl
         self._run = run_gemm_rtl
         self.trace = trace
+        self.one_program = one_program
+        self._resident = {}
+
+    def prepare_block(self, mapped, x16, fabric, pe, att_layout):
+        """Run the whole block as one fabric program (gpt_mapping/block_program.py) when
+        its layout allows and no ``--trace`` is asked for; the operations' calls then take
+        their results from that run. Returns the :attr:`BlockRun.program` dict."""
+        from . import block_program
+        from .layout import MappingError
+        self._resident = {}
+        if not self.one_program:
+            return {"one_program": False, "why": "asked for one fabric run per operation"}
+        if self.trace is not None:
+            return {"one_program": False, "why": "--trace runs one fabric run per operation"}
+        try:
+            prog = block_program.plan(mapped, fabric, pe, att_layout)
+        except MappingError as exc:
+            return {"one_program": False, "why": str(exc)}
+        outputs, counters, figures = block_program.run(prog, x16, fabric)
+        self._resident = {name: (outputs[name], counters[name]) for name in outputs}
+        return {"one_program": True, "why": "the activations stay in the PEs from the "
+                                             "block input to its output", **figures}
+
+    def _take(self, label):
+        return self._resident.pop(label, None)
 
     def run(self, mapping, x16, w16, bar, label=""):
         """Y = X W on the Verilator fabric; ``bar`` is the tqdm bar the RTL run drives;
         ``label`` (the layer's name) names the GEMM on the timeline."""
+        held = self._take(label)
+        if held is not None:
+            y16, counters = held
+            return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
         traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
         y16, counters = self._run(mapping, x16, w16, bar, **traced)
         return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
@@ -390,7 +419,10 @@ class RtlBackend:
         from .elementwise import run_elementwise_rtl
         from .rowops import run_layernorm_rtl
         traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
-        if op == "layernorm":
+        held = self._take(label)
+        if held is not None:
+            y16, counters = held
+        elif op == "layernorm":
             res = run_layernorm_rtl(mapping, x16, *operand, eps=eps, **traced)
             y16, counters = res.y16, res.counters
         elif op == "attn_scores":
@@ -595,6 +627,10 @@ class BlockRun:
     seconds: float
     lanes: int = 4
     golden: "BlockRun" = None
+    #: How the fabric ran the block: ``{"one_program": bool, "why": ...}`` and, for one
+    #: program, the configuration path's ``load`` / ``programs`` / ``readback`` /
+    #: ``verification`` cycles and the ``compute`` cycles (gpt_mapping/block_program.py).
+    program: dict = None
 
     @property
     def out16(self):
@@ -640,7 +676,7 @@ def _host_flops(name, config):
 ONE_RUN_PER_OPERATION = True
 
 
-def _residency(index, fabric_attention=False):
+def _residency(index, fabric_attention=False, one_program=False):
     """Where a GEMM's input comes from and its output goes, and whether the layout would let
     the activations stay on the fabric (tokens on rows, features on columns).
     ``fabric_attention``: the attention runs on the fabric (:data:`FABRIC_ATTENTION`)."""
@@ -674,13 +710,16 @@ def _residency(index, fabric_attention=False):
         why = (f"yes: the output layout (tokens on rows, features on columns) is "
                f"{nxt.name}'s input layout, and {', '.join(op.name for op in between)} keep "
                f"it")
-    if ONE_RUN_PER_OPERATION:
-        why += ("; but every operation is its own fabric run today, so the output is read "
+    separate = ONE_RUN_PER_OPERATION and not one_program
+    if separate:
+        why += ("; but every operation is its own fabric run here, so the output is read "
                 "back and loaded again")
-    stays = not on_host and allows and not ONE_RUN_PER_OPERATION
+    else:
+        why += "; the block runs as one fabric program"
+    stays = not on_host and allows and not separate
     return {
         "input": f"host (read back after {before.name} on the {before.where})"
-                 if ONE_RUN_PER_OPERATION or before.where == "host" else
+                 if separate or before.where == "host" else
                  f"fabric (produced by {before.name})",
         "output": f"{'stays on the fabric' if stays else 'read back to the host'} "
                   f"(next: {after.name if after else 'block output'} on the "
@@ -728,9 +767,16 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
                 for name, layer in mapped.linears.items()}
     row_maps = _fabric_op_mappings(cfg, fabric, pe or PEConfig())
     att_layout, att_why = attention_placement(cfg, fabric, pe or PEConfig())
+    prep_start = time.perf_counter()
+    program = {"one_program": False,
+               "why": f"the {backend.name} backend runs each operation on its own"}
+    if hasattr(backend, "prepare_block"):
+        program = backend.prepare_block(mapped, x16.reshape(cfg.tokens, cfg.n_embd), fabric,
+                                        pe or PEConfig(), att_layout)
+    one_program = bool(program.get("one_program"))
     bars = _Progress(progress, label)
     ops = []
-    start = time.perf_counter()
+    start = prep_start
 
     def host(name, total, compute):
         spec = _SPECS[name]
@@ -761,7 +807,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
                             layer=info,
                             mapping=mapping.summary(),
                             residency=_residency(OPERATIONS.index(spec),
-                                                 att_layout is not None)))
+                                                 att_layout is not None, one_program)))
         return y16
 
     def fabric_op(name, op, a16, operand=None):
@@ -829,7 +875,8 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
     down = fabric_op("mlp.c_proj.bias", "bias", down, lin["mlp.c_proj"].b16)
     fabric_op("residual_2", "residual", x1, down)
     return BlockRun(cfg, (width, height), backend.name, backend.kind, mapped.sparsity, x16,
-                    ops, time.perf_counter() - start, lanes=(pe or PEConfig()).lanes)
+                    ops, time.perf_counter() - start, lanes=(pe or PEConfig()).lanes,
+                    program=program)
 
 
 def attention_placement(cfg, fabric, pe=None):

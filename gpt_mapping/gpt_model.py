@@ -107,10 +107,12 @@ def run_model(model, tokens, fabric, backend="golden", sparsity=0.0, progress=Fa
     ops.append(OpRecord(_spec("embedding", "host", "token + position embedding gather (wte, "
                                                    "wpe)", "gather"),
                         x16, t * c, t * c, time.perf_counter() - t0))
+    programs = []
     for i, mapped in enumerate(blocks):
         run = gpt.run_block(mapped, x16.reshape(batch, n, c), fabric, backend, progress, pe,
                             label=f"{label}h.{i}.")
         ops += [_prefixed(rec, f"h.{i}.") for rec in run.ops]
+        programs.append(run.program or {})
         x16 = run.ops[-1].out16
     t0 = time.perf_counter()
     ln = backend.fabric_op("layernorm", ln_map, x16, ln_f16, eps=cfg.ln_eps, label="ln_f")
@@ -133,9 +135,17 @@ def run_model(model, tokens, fabric, backend="golden", sparsity=0.0, progress=Fa
                                    "output": "read back to the host (the logits)",
                                    "stays_on_fabric": False, "layout_allows": True,
                                    "why": "the model's output"}))
+    one = all(p.get("one_program") for p in programs)
+    program = {"one_program": one,
+               "why": ("each block is one fabric program (ln_f and lm_head their own runs)"
+                       if one else programs[0].get("why")),
+               "blocks": programs}
+    if one:
+        for key in ("load", "programs", "readback", "verification", "compute"):
+            program[key] = int(sum(p[key] for p in programs))
     return BlockRun(cfg, (width, height), backend.name, backend.kind, float(sparsity),
                     ops[0].out16.reshape(batch, n, c), ops, time.perf_counter() - start,
-                    lanes=pe.lanes)
+                    lanes=pe.lanes, program=program)
 
 
 class _Bar:

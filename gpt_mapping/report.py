@@ -226,11 +226,32 @@ def build_report(run, dense=None, plots=()):
             "wall_seconds": round(run.seconds, 4),
         },
         "sparse_speedup": None,
+        "fabric_program": _program(run.program),
         "plots": [str(p) for p in plots],
     }
     if dense is not None:
         report["sparse_speedup"] = sparse_speedup(run, dense)
     return report
+
+
+def _program(program):
+    """How the fabric ran the block (:attr:`gpt_mapping.gpt.BlockRun.program`), JSON-ready."""
+    if program is None:
+        return None
+    return {k: (_num(v) if isinstance(v, float) else v) for k, v in program.items()}
+
+
+def _program_line(program):
+    if not program:
+        return None
+    if not program.get("one_program"):
+        return f"fabric program: one fabric run per operation ({program.get('why')})"
+    return (f"fabric program: one for the block, activations resident from input to output; "
+            f"configuration path: input load {program['load']:,} cycles (with the routes and "
+            f"the first operation's program), the other operations' programs "
+            f"{program['programs']:,}, output readback {program['readback']:,}; verification "
+            f"reads of every operation's output {program['verification']:,} (not part of "
+            f"the block); compute {program['compute']:,}")
 
 
 def _fmt_count(value):
@@ -305,6 +326,9 @@ def format_report(report):
         f"biases and LayerNorm parameters: FP16, streamed with their layer, applied on the "
         f"fabric",
     ]
+    line = _program_line(report.get("fabric_program"))
+    if line:
+        lines.append(line)
     stay = tot["activations_stay_on_fabric"]
     lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else

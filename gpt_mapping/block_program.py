@@ -1,0 +1,279 @@
+"""One fabric program per block: the whole GPT block in one simulation, the activations
+resident in the PEs' SRAM from the first operation to the last (SPEC 8; docs/gpt.md
+section 2).
+
+The host loads the block input once (through the configuration path, with the routes and
+the first operation's PE program), then for every operation writes that operation's PE
+program (code, DSRs, tasks, bindings: the operations share no program) and starts its
+streams; the activations never move. It reads the block output once at the end. Between
+operations it also *reads* each operation's output without touching it (verification
+reads, so that every report row can be checked bit for bit against the golden pipeline);
+their cycles are reported apart and are not part of the block's.
+
+Where things lie (design choice): every operation reads its input where the previous one
+wrote its output, and writes its output right after its input (the SPEC 7 rule ``Y after
+X``), so each operation's mapping is the usual one with the PE's ``data_base`` moved to its
+input (:func:`dataclasses.replace` of the :class:`PEConfig`): the programs are the
+per-operation programs, unchanged. The block input and the residual stream ``x1`` stay
+where they were written (everything later lies above them), and the residual adds read
+them there. The QKV GEMM's weight columns and bias are ordered head by head, so the
+attention finds q, k and v where it needs them (attention.md section 1). This needs every
+column to hold the same number of features of every activation and every row the same
+tokens (:func:`plan`'s :class:`MappingError` says which does not hold; the block then runs
+operation by operation).
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpt_mapping import attention as A
+from gpt_mapping.elementwise import elementwise_program, elementwise_streams
+from gpt_mapping.fabric_run import (Placement, _check_errors, _check_routes, _clear_counters,
+                                    _decode, _readback, fabric_build, gemm_routes, perf_params,
+                                    pe_program)
+from gpt_mapping.layout import FP16_BYTES, GemmMapping, MappingError
+from gpt_mapping.perf_model import predict
+from gpt_mapping.elementwise import predict_elementwise_cycles
+from gpt_mapping.rowops import layernorm_program, predict_row_cycles, row_mapping, row_streams
+from gpt_mapping.streams import BlockCommand, nonzero_counts, weight_streams
+from rtl.pe import regs as R
+from rtl.router import route_addr
+from rtl.tile import BROADCAST_X
+from runtime.fabric_host import ConfigProgram, FabricStallError, Job, diagnose, run_job
+
+__all__ = ["Step", "BlockProgram", "plan", "run"]
+
+
+@dataclass
+class Step:
+    """One operation of the block program."""
+    name: str
+    kind: str                      #: gemm, layernorm, bias, residual, gelu, attn_scores, ...
+    mapping: object                #: its mapping (AttentionLayout for the attention)
+    out: object                    #: the mapping its output is read back with
+    base: int                      #: byte address of its input X in every PE
+    out_base: int                  #: byte address of its output
+    programs: dict = field(default_factory=dict)
+    streams: list = field(default_factory=list)
+    predicted: int = 0
+    w16: np.ndarray = None
+    extra_reads: dict = None
+
+
+@dataclass
+class BlockProgram:
+    """The planned block: its steps, the routes, where the input and output lie."""
+    steps: list
+    tables: object
+    input_base: int
+    output_base: int
+    first: object                  #: the mapping of the input's layout (ln_1's)
+    perm: np.ndarray               #: the head-by-head order of the QKV features
+
+
+def _uniform(mapping, what):
+    k = {int(v) for v in mapping.features_per_column}
+    t = {int(v) for v in mapping.tokens_per_row}
+    if len(k) != 1 or len(t) != 1:
+        raise MappingError(f"one fabric program per block needs the same {what} features on "
+                           f"every column and tokens on every row; the split gives "
+                           f"{sorted(k)} features, {sorted(t)} tokens")
+
+
+def _at(pe, base):
+    return dataclasses.replace(pe, reserved_sram_bytes=int(base))
+
+
+def plan(mapped, fabric, pe, att_layout):
+    """The :class:`BlockProgram` of a mapped block, or a :class:`MappingError`."""
+    cfg = mapped.config
+    if att_layout is None:
+        raise MappingError("one fabric program per block needs the attention on the fabric")
+    width, height = fabric
+    t, c = cfg.tokens, cfg.n_embd
+    lin = mapped.linears
+    for n in (c, 3 * c, 4 * c):
+        _uniform(row_mapping(t, n, width, height, pe), n)
+    tp = row_mapping(t, c, width, height, pe).t_pad(0)
+    kx = {n: n // width for n in (c, 3 * c, 4 * c)}
+    perm = A.permute_qkv(np.arange(3 * c).reshape(1, -1), cfg.n_head)[0]
+    steps = []
+    base = pe.data_base
+    input_base = base
+
+    def tile_bytes(n):
+        return kx[n] * tp * FP16_BYTES
+
+    def row_step(name, kind, n, operand=None, operand_base=None):
+        nonlocal base
+        m = row_mapping(t, n, width, height, _at(pe, base))
+        st = Step(name, kind, m, m, base, base + tile_bytes(n))
+        for y in range(height):
+            for x in range(width):
+                if kind == "layernorm":
+                    st.programs[x, y] = layernorm_program(m, x, y, cfg.ln_eps)[0]
+                else:
+                    st.programs[x, y] = elementwise_program(
+                        m, x, y, kind, operand_at=operand_base)[0]
+        if kind == "layernorm":
+            g16, b16 = operand
+            st.streams = row_streams(m, BlockCommand.LAYERNORM, g16, b16)
+            st.predicted = predict_row_cycles(m, "layernorm")
+        else:
+            st.streams = elementwise_streams(m, kind, operand)
+            st.predicted = predict_elementwise_cycles(m, kind, operand_base)
+        steps.append(st)
+        base = st.out_base
+        return st
+
+    def gemm_step(name, k, n, w16):
+        nonlocal base
+        m = GemmMapping(tokens=t, features=k, outputs=n, width=width, height=height,
+                        pe=_at(pe, base))
+        out_base = base + tile_bytes(k)
+        st = Step(name, "gemm", m, m, base, out_base, w16=w16)
+        place = Placement(base, out_base)
+        for y in range(height):
+            for x in range(width):
+                st.programs[x, y] = pe_program(m, x, y, place)
+        st.streams = weight_streams(m, w16)
+        st.predicted = int(predict(m, nonzero_counts(m, w16), perf_params()).cycles)
+        steps.append(st)
+        base = out_base
+        return st
+
+    ln = mapped.ln16
+    row_step("ln_1", "layernorm", c, ln("ln_1"))
+    qkv_w = np.ascontiguousarray(lin["attn.c_attn"].w16[:, perm])
+    gemm_step("attn.c_attn", c, 3 * c, qkv_w)
+    row_step("attn.c_attn.bias", "bias", 3 * c,
+             np.ascontiguousarray(lin["attn.c_attn"].b16[perm]))
+    lay = A.attention_layout(c, cfg.n_head, cfg.n_ctx, cfg.batch, width, height,
+                             _at(pe, base))
+    for name, kind, make in (("attn.softmax", "attn_scores", A.scores_program),
+                             ("attn.av", "attn_values", A.values_program)):
+        st = Step(name, kind, lay, lay.out, base, lay.out.y_base(0, 0))
+        for y in range(height):
+            for x in range(width):
+                st.programs[x, y] = make(lay, x, y)[0]
+        cmd = BlockCommand.ATTN_SCORES if kind == "attn_scores" else BlockCommand.ATTN_VALUES
+        st.streams = A._streams(lay, cmd)
+        st.predicted = A.predict_attention_cycles(lay, kind[5:])
+        if kind == "attn_scores":
+            st.extra_reads = {}
+            for y in range(height):
+                for x in range(width):
+                    tl = A.tile(lay, x, y)
+                    st.extra_reads[x, y] = (tl.p * FP16_BYTES, tl.keys * tl.tp // 2)
+        steps.append(st)
+    base = lay.out.y_base(0, 0)
+    gemm_step("attn.c_proj", c, c, lin["attn.c_proj"].w16)
+    row_step("attn.c_proj.bias", "bias", c, lin["attn.c_proj"].b16)
+    row_step("residual_1", "residual", c, None, input_base // FP16_BYTES)
+    x1_base = base
+    row_step("ln_2", "layernorm", c, ln("ln_2"))
+    gemm_step("mlp.c_fc", c, 4 * c, lin["mlp.c_fc"].w16)
+    row_step("mlp.c_fc.bias", "bias", 4 * c, lin["mlp.c_fc"].b16)
+    from .gpt import GELU_KERNELS
+    row_step("mlp.gelu", GELU_KERNELS[cfg.gelu], 4 * c)
+    gemm_step("mlp.c_proj", 4 * c, c, lin["mlp.c_proj"].w16)
+    row_step("mlp.c_proj.bias", "bias", c, lin["mlp.c_proj"].b16)
+    row_step("residual_2", "residual", c, None, x1_base // FP16_BYTES)
+    tables = gemm_routes(steps[1].mapping)
+    for entry in A.kv_routes(lay):
+        tables.set(*entry)
+    _check_routes(steps[1].mapping, tables)
+    return BlockProgram(steps, tables, input_base, base, steps[0].mapping, perm)
+
+
+def _write_step(program, st, width, height):
+    """The step's PE programs, the accumulators cleared, the counters cleared."""
+    pe = (st.mapping.qkv if isinstance(st.mapping, A.AttentionLayout) else st.mapping).pe
+    for y in range(height):
+        program.pe_write_block(BROADCAST_X, y, R.acc_addr(0),
+                               np.zeros(pe.accumulator_words, dtype=np.uint32))
+        for x in range(width):
+            for addr, words in st.programs[x, y]:
+                program.pe_write_block(x, y, addr, words)
+        _clear_counters(program, y)
+
+
+def run(prog, x16, fabric=None, watchdog=5000):
+    """Run the :class:`BlockProgram` on the block input ``x16`` (float16 [T, C]) in one
+    simulation: ``(outputs, counters, figures)``: every step's output read back (float16,
+    the attention's probabilities ``[B, H, n, n]``, the QKV features in nanoGPT's order),
+    its counters (as the per-operation runs'), and the block's ``load`` / ``readback`` /
+    ``programs`` / ``verification`` cycles of the configuration path."""
+    first = prog.first
+    W, H = first.width, first.height
+    fw, fh = fabric or (W, H)
+    job = Job(fw, fh)
+    setup = ConfigProgram(fw, fh)
+    for x, y, port, color, mask in prog.tables.entries():
+        setup.router_write(x, y, route_addr(port, color), mask)
+    for y in range(H):
+        for x in range(W):
+            tile = first.x_tile(x16, x, y)
+            setup.pe_write_block(x, y, prog.input_base // 4, tile.reshape(-1).view("<u4"))
+    index = []
+    for i, st in enumerate(prog.steps):
+        program = setup if i == 0 else ConfigProgram(fw, fh)
+        _write_step(program, st, W, H)
+        cfg_step = job.configure(program, name=f"{st.name} setup")
+        budget = 4 * st.predicted + 20_000
+        run_step = job.run(list(st.streams) + [np.zeros(0, dtype=np.uint32)] * (fw - W),
+                           budget=budget, watchdog=max(watchdog, 2 * st.predicted),
+                           name=st.name, expect_cycles=st.predicted)
+        readback = ConfigProgram(fw, fh)
+        out = st.out
+        place = {(x, y): Placement(st.base, st.out_base) for y in range(H) for x in range(W)}
+        tickets = _readback(readback, out, place)
+        extra = {xy: readback.pe_read(xy[0], xy[1], a // 4, n)
+                 for xy, (a, n) in (st.extra_reads or {}).items()}
+        read_step = job.configure(readback, name=f"{st.name} readback")
+        index.append((cfg_step, run_step, read_step, tickets, extra))
+    spec = fabric_build(fw, fh)
+    budgets = sum(s["budget"] for s in job.steps if s["kind"] == "run")
+    result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
+                     stream_depth=spec.stream_depth, timeout=300 + budgets / 500)
+    if result.stopped is not None:
+        run_stats = result.runs[result.stopped]
+        name = job.steps[result.stopped]["name"]
+        why = ("the cycle budget ran out" if run_stats.timed_out else
+               "no wavelet moved for the watchdog's cycles")
+        message, rep = diagnose(job, result.diagnosis,
+                                routes=lambda x, y, p, c: prog.tables.mask(x, y, p, c)
+                                if x < W and y < H else 0)
+        raise FabricStallError(f"block program stopped in {name}: {why}; {message}", rep)
+    outputs, counters = {}, {}
+    inv = np.argsort(prog.perm)
+    span = lambda i: int(result.spans[i][1] - result.spans[i][0])     # noqa: E731
+    figures = {"programs": 0, "verification": 0}
+    for i, (st, (cfg_step, run_step, read_step, tickets, extra)) in enumerate(
+            zip(prog.steps, index)):
+        run_stats = result.runs[run_step]
+        y16, cnt = _decode(st.out, tickets, result.answers[read_step], run_stats)
+        _check_errors(st.out, cnt, run_stats, i)
+        cnt["predicted_cycles"] = st.predicted
+        cnt["fabric"] = {"width": fw, "height": fh}
+        if st.kind == "attn_scores":
+            got = {xy: np.asarray(t.take(result.answers[read_step]), dtype=np.uint32)
+                   for xy, t in extra.items()}
+            y16 = A.decode_probs(st.mapping, got)
+        elif st.name in ("attn.c_attn", "attn.c_attn.bias"):
+            y16 = np.ascontiguousarray(np.asarray(y16)[:, inv])
+        outputs[st.name] = np.asarray(y16)
+        counters[st.name] = cnt
+        if i == 0:
+            figures["load"] = span(cfg_step)
+        else:
+            figures["programs"] += span(cfg_step)
+        if i == len(prog.steps) - 1:
+            figures["readback"] = span(read_step)
+        else:
+            figures["verification"] += span(read_step)
+    figures["compute"] = int(sum(c["cycles"] for c in counters.values()))
+    figures["wall_seconds"] = result.total_seconds
+    return outputs, counters, figures
