@@ -200,12 +200,14 @@ def _write_step(program, st, width, height):
         _clear_counters(program, y)
 
 
-def run(prog, x16, fabric=None, watchdog=5000):
+def run(prog, x16, fabric=None, watchdog=5000, progress=None):
     """Run the :class:`BlockProgram` on the block input ``x16`` (float16 [T, C]) in one
     simulation: ``(outputs, counters, figures)``: every step's output read back (float16,
     the attention's probabilities ``[B, H, n, n]``, the QKV features in nanoGPT's order),
     its counters (as the per-operation runs'), and the block's ``load`` / ``readback`` /
-    ``programs`` / ``verification`` cycles of the configuration path."""
+    ``programs`` / ``verification`` cycles of the configuration path. ``progress``: a
+    tqdm-like bar (``reset(total=)``, ``update(n)``) over the predicted cycles, driven by
+    the simulated cycles of every step."""
     first = prog.first
     W, H = first.width, first.height
     fw, fh = fabric or (W, H)
@@ -236,8 +238,26 @@ def run(prog, x16, fabric=None, watchdog=5000):
         index.append((cfg_step, run_step, read_step, tickets, extra))
     spec = fabric_build(fw, fh)
     budgets = sum(s["budget"] for s in job.steps if s["kind"] == "run")
+    names = [st.name for st in prog.steps]
+    before = np.concatenate([[0], np.cumsum([st.predicted for st in prog.steps])])
+    shown = [0]
+    if progress is not None:
+        progress.reset(total=int(before[-1]))
+
+    def report(name, cycles, expect):
+        if progress is None or name not in names:
+            return
+        i = names.index(name)
+        now = int(before[i] + min(cycles, prog.steps[i].predicted))
+        if now > shown[0]:
+            progress.update(now - shown[0])
+            shown[0] = now
+
     result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, timeout=300 + budgets / 500)
+                     stream_depth=spec.stream_depth, timeout=300 + budgets / 500,
+                     progress=report)
+    if progress is not None and shown[0] < before[-1]:
+        progress.update(int(before[-1]) - shown[0])
     if result.stopped is not None:
         run_stats = result.runs[result.stopped]
         name = job.steps[result.stopped]["name"]

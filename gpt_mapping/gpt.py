@@ -380,10 +380,11 @@ class RtlBackend:
         self.one_program = one_program
         self._resident = {}
 
-    def prepare_block(self, mapped, x16, fabric, pe, att_layout):
+    def prepare_block(self, mapped, x16, fabric, pe, att_layout, progress=None):
         """Run the whole block as one fabric program (gpt_mapping/block_program.py) when
         its layout allows and no ``--trace`` is asked for; the operations' calls then take
-        their results from that run. Returns the :attr:`BlockRun.program` dict."""
+        their results from that run. Returns the :attr:`BlockRun.program` dict.
+        ``progress``: a tqdm-like bar the fabric program drives (simulated cycles)."""
         from . import block_program
         from .layout import MappingError
         self._resident = {}
@@ -395,7 +396,7 @@ class RtlBackend:
             prog = block_program.plan(mapped, fabric, pe, att_layout)
         except MappingError as exc:
             return {"one_program": False, "why": str(exc)}
-        outputs, counters, figures = block_program.run(prog, x16, fabric)
+        outputs, counters, figures = block_program.run(prog, x16, fabric, progress=progress)
         self._resident = {name: (outputs[name], counters[name]) for name in outputs}
         return {"one_program": True, "why": "the activations stay in the PEs from the "
                                              "block input to its output", **figures}
@@ -771,8 +772,10 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
     program = {"one_program": False,
                "why": f"the {backend.name} backend runs each operation on its own"}
     if hasattr(backend, "prepare_block"):
-        program = backend.prepare_block(mapped, x16.reshape(cfg.tokens, cfg.n_embd), fabric,
-                                        pe or PEConfig(), att_layout)
+        with tqdm(total=0, desc=f"{label}block program (simulated cycles)", unit="cycle",
+                  leave=True, disable=not progress, dynamic_ncols=True) as bar:
+            program = backend.prepare_block(mapped, x16.reshape(cfg.tokens, cfg.n_embd),
+                                            fabric, pe or PEConfig(), att_layout, bar)
     one_program = bool(program.get("one_program"))
     bars = _Progress(progress, label)
     ops = []

@@ -69,8 +69,9 @@ def _short(v):
     return f"{v:.0f}"
 
 
-def plot_utilization(util, title, path):
-    """Heat map of FMAC utilization per PE, ``util[H, W]`` in 0..1; writes ``path`` (PNG)."""
+def plot_utilization(util, title, path, label="FMAC utilization (% of lane-cycles)"):
+    """Heat map of FMAC utilization per PE, ``util[H, W]`` in 0..1; writes ``path`` (PNG).
+    ``label``: the colour bar's (another per-PE fraction, e.g. the datapath's busy cycles)."""
     util = _check(util, 2, "util").astype(float)
     height, width = util.shape
     # Fixed layout (no constrained layout: it doubles the drawing time).
@@ -80,7 +81,7 @@ def plot_utilization(util, title, path):
     vmax = max(1e-9, float(np.nanmax(util)))
     image = ax.imshow(util * 100, cmap="viridis", vmin=0, vmax=vmax * 100,
                       interpolation=_interpolation(height, width), aspect="auto")
-    fig.colorbar(image, cax=cax, label="FMAC utilization (% of lane-cycles)")
+    fig.colorbar(image, cax=cax, label=label)
     _fabric_axes(ax, height, width)
     _annotate(ax, util * 100, lambda v: f"{v:.1f}", vmax * 100)
     mean = float(np.nanmean(util))
@@ -131,7 +132,10 @@ def plot_run(run, directory):
     """Both pictures for every fabric GEMM of a :class:`gpt_mapping.gpt.BlockRun`.
 
     Files: ``<i>_<gemm>_util.png`` and ``<i>_<gemm>_links.png`` in ``directory`` (created).
-    Titles say whether the numbers are predicted (golden backend) or measured (RTL).
+    Titles say whether the numbers are predicted (golden backend) or measured (RTL). For a
+    measured run, also one picture per class of the other fabric operations
+    (:data:`OP_CLASSES`): every PE's datapath busy cycles over the class's cycles,
+    ``<n>_<class>_busy.png``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -151,4 +155,29 @@ def plot_run(run, directory):
             g.links, f"Wavelets per link ({g.links_kind.upper()}): "
                      f"{what.replace(chr(10), ' ')}",
             directory / f"{stem}_links.png"))
+    ops = [rec for rec in run.fabric_ops if rec.fabric_op.busy is not None]
+    for j, (cls, match) in enumerate(OP_CLASSES.items(), start=len(run.gemms) + 1):
+        recs = [rec for rec in ops if match(rec.name.rsplit(".", 1)[-1])]
+        if not recs:
+            continue
+        busy = sum(np.asarray(rec.fabric_op.busy, dtype=float) for rec in recs)
+        cycles = sum(rec.fabric_op.cycles for rec in recs)
+        names = ", ".join(rec.name for rec in recs)
+        paths.append(plot_utilization(
+            busy / max(cycles, 1),
+            f"Datapath busy per PE (MEASURED): {cls}{sparse}\n{names} on {width} x {height} "
+            f"PEs, {cycles:,} cycles", directory / f"{j}_{cls.replace(' ', '_')}_busy.png",
+            label="datapath busy (% of cycles)"))
     return paths
+
+
+#: The classes of the non-GEMM fabric operations pictured by :func:`plot_run` (a test on
+#: the last part of the operation's name: ``ln_1``, ``bias``, ``residual_2``, ``gelu``,
+#: ``softmax``, ``av``).
+OP_CLASSES = {
+    "layernorm": lambda n: n.startswith("ln"),
+    "bias adds": lambda n: n == "bias",
+    "residual adds": lambda n: n.startswith("residual"),
+    "gelu": lambda n: n == "gelu",
+    "attention": lambda n: n in ("softmax", "av"),
+}

@@ -66,7 +66,7 @@ def test_golden_backend_reports_one_run_per_operation():
 
 @pytest.mark.rtl
 @pytest.mark.slow
-def test_the_block_as_one_fabric_program_matches_the_runs_one_by_one():
+def test_the_block_as_one_fabric_program_matches_the_runs_one_by_one(tmp_path):
     block, x = init_block(CFG, 0), gpt.random_input(CFG, 1)
     one, _ = gpt.run_gpt(block, x, FABRIC, "rtl")
     each, _ = gpt.run_gpt(block, x, FABRIC, gpt.RtlBackend(one_program=False))
@@ -87,6 +87,13 @@ def test_the_block_as_one_fabric_program_matches_the_runs_one_by_one():
     assert min(prog["load"], prog["programs"], prog["readback"], prog["verification"]) > 0
     assert rep["totals"]["activations_stay_on_fabric"] == list(gpt.LINEAR_LAYERS)
     assert "fabric program: one for the block" in report.format_report(rep)
+    # Pictures: the GEMMs' two each, and the busy fraction of every other class.
+    from gpt_mapping import plots
+    names = sorted(p.name for p in plots.plot_run(one, tmp_path))
+    assert len(names) == 8 + len(plots.OP_CLASSES)
+    assert [n for n in names if n.endswith("_busy.png")] == [
+        "5_layernorm_busy.png", "6_bias_adds_busy.png", "7_residual_adds_busy.png",
+        "8_gelu_busy.png", "9_attention_busy.png"]
     for row in rep["operations"]:
         measured = row["fabric_cycles"]
         predicted = (row["gemm"] if "gemm" in row else row["fabric_op"])["predicted_cycles"]
