@@ -87,6 +87,14 @@ def attention(session):
 
 
 @nox.session(python=PYTHON)
+def zero_filter(session):
+    """The zero filter at the sender: a PE-to-PE stream at 0 to 95 % zeros on the RTL
+    (tests/test_zero_filter.py runs two cases); figures in docs/pe.md section 12."""
+    _install(session)
+    session.run("python", "bench/zero_filter.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def nonlinear(session):
     """exp, 1/x, 1/sqrt(x), GELU: accuracy over all 65,536 FP16 inputs and every input on
     the RTL PE bit for bit against the golden model (tests/test_nonlinear_rtl.py runs a

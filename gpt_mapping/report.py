@@ -96,6 +96,8 @@ def _op_row(rec, lanes_pes):
                 "backend_details": f.details,
             },
         })
+    elif rec.mapping:
+        row["mapping"] = rec.mapping          # a host operation: why it is not on the fabric
     return row
 
 
@@ -329,6 +331,11 @@ def format_report(report):
     line = _program_line(report.get("fabric_program"))
     if line:
         lines.append(line)
+    why = sorted({row["mapping"]["on_host_because"] for row in report["operations"]
+                  if isinstance(row.get("mapping"), dict)
+                  and "on_host_because" in row["mapping"]})
+    for reason in why:
+        lines.append(f"attention on the host because: {reason}")
     stay = tot["activations_stay_on_fabric"]
     lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else

@@ -59,6 +59,7 @@ class BlockCommand(enum.IntEnum):
     ``GELU``: the GELU kernel over the tile.
     ``ATTN_SCORES``: the attention's scores, causal mask and softmax of the PE's head and
     queries (gpt_mapping/attention.py); ``ATTN_VALUES``: its ``P V``.
+    ``STREAM``: send the PE's operand to its neighbour (bench/zero_filter.py).
     """
     ROW_REDUCE = 3
     LAYERNORM = 4
@@ -69,6 +70,7 @@ class BlockCommand(enum.IntEnum):
     GELU = 9
     ATTN_SCORES = 10
     ATTN_VALUES = 11
+    STREAM = 12
 
 
 def _weight_bits(w16):

@@ -32,7 +32,8 @@ ACC_WORDS = 64
 
 SRC_KINDS = ["MEM16", "MEM32", "ACC", "FIN16", "FIN32", "SCALAR16", "SCALAR32", "WAVELET",
              "FIFO16", "FIFO32"]
-DST_KINDS = ["MEM16", "MEM32", "ACC", "FOUT16", "FOUT32", "NULL", "FIFO16", "FIFO32"]
+DST_KINDS = ["MEM16", "MEM32", "ACC", "FOUT16", "FOUT32", "FOUTZ16", "NULL", "FIFO16",
+             "FIFO32"]
 BINARY = tuple(op for op, info in OPS.items() if info.uses_b)
 
 # SRAM regions (FP16 addresses) and accumulator-cache regions (words) per role.
@@ -163,6 +164,14 @@ class OpCase:
         is32 = kind.endswith("32") or kind == "ACC"
         dtype = DType.FP32 if is32 else DType.FP16
         gen = random_bits32 if is32 else random_bits16
+        if self.kinds.get("dst") == "FOUTZ16" and role != "dst":
+            # The zero filter drops +-0: half the sources' elements are zeros (signed).
+            def gen(rng, n, special=0.1, base_gen=gen):
+                vals = base_gen(rng, n, special)
+                zero = rng.random(n) < 0.5
+                vals[zero] = np.where(rng.random(int(zero.sum())) < 0.5, 0,
+                                      0x8000 if base_gen is random_bits16 else 0x80000000)
+                return vals
         if kind.startswith("SCALAR"):
             cfg.dsr(ident, Kind.SCALAR, dtype=dtype, value=int(gen(rng, 1, special=0.0)[0]))
         elif kind.startswith("FIN"):
@@ -173,7 +182,8 @@ class OpCase:
             cfg.dsr(ident, Kind.FIN, dtype=dtype, color=COLOR[role])
         elif kind.startswith("FOUT"):
             cfg.dsr(ident, Kind.FOUT, dtype=dtype, color=COLOR[role], dims=[(n, 1)],
-                    out_index=int(rng.integers(1024)), ctrl=int(rng.integers(2)))
+                    out_index=int(rng.integers(1024)), ctrl=int(rng.integers(2)),
+                    filter_zeros=kind == "FOUTZ16")
         elif kind == "NULL":
             # An FMAC into an FP16 destination is refused (UNSUPPORTED), NULL included.
             cfg.dsr(ident, Kind.NULL, dims=_factor_dims(rng, n),

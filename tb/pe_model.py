@@ -403,6 +403,12 @@ class PEModel:
         if kind == Kind.FOUT:
             f = o["f"]
             lst = self.fout.setdefault(o["color"], [])
+            # The zero filter (bit 0 of fifo_size, FP16 only): +-0 is not sent, every other
+            # value goes with its element index in the stream (mod 1024).
+            if f["fifo_size"] & 1 and o["dtype"] == DType.FP16:
+                lst += [(int(v) & 0xFFFF, k % 1024, f["ctrl"]) for k, v in enumerate(out)
+                        if int(v) & 0x7FFF]
+                return
             for v in out:
                 v = int(v)
                 halves = [v & 0xFFFF, v >> 16] if o["dtype"] == DType.FP32 else [v & 0xFFFF]

@@ -70,6 +70,8 @@ def test_fabric_width_changes_only_gemm_rounding(block, x):
     assert c.ops[-1].rel_err <= gpt.TORCH_REL_TOL
     assert c.op("attn.softmax").where == "host"            # 4 heads on 2 columns
     assert "one head per column" in c.op("attn.softmax").mapping["on_host_because"]
+    assert ("attention on the host because: attention on the fabric needs one head per "
+            "column: n_head 4 on 2 columns") in report.format_report(report.build_report(c))
     assert h.op("attn.av").where == "host"
     assert "whole rows" in h.op("attn.av").mapping["on_host_because"]
     assert h.ops[-1].rel_err <= gpt.TORCH_REL_TOL

@@ -245,23 +245,36 @@ class Datapath(wiring.Component):
         th_orp = [Signal(exact_log2(OD), name=f"th{t}_orp") for t in range(T)]
         th_owp = [Signal(exact_log2(OD), name=f"th{t}_owp") for t in range(T)]
         th_ocolor = [Signal(5, name=f"th{t}_ocolor") for t in range(T)]   # tx: reset
+        # The zero filter (FP16 FOUT): the thread's flag and its element position so far.
+        th_ofilt = [Signal(name=f"th{t}_ofilt") for t in range(T)]
+        th_epos = [Signal(10, name=f"th{t}_epos") for t in range(T)]
         out_meta = data.StructLayout({"ctrl": 1, "index": 10})
         m.submodules.out_meta = out_meta_mem = memory.Memory(shape=out_meta, depth=T, init=[])
         out_meta_wr, out_meta_rd = out_meta_mem.write_port(), out_meta_mem.read_port(domain="comb")
         m.d.comb += [out_meta_wr.addr.eq(ob.slot), out_meta_wr.en.eq(ob.start),
                      out_meta_wr.data.ctrl.eq(ob.ctrl), out_meta_wr.data.index.eq(ob.index)]
-        m.submodules.out_mem = out_mem = memory.Memory(shape=16, depth=T * OD, init=[])
+        # Entries: the data and, for a filtering thread, the element's index.
+        m.submodules.out_mem = out_mem = memory.Memory(shape=26, depth=T * OD, init=[])
         out_wr = [out_mem.write_port() for _ in range(4)]
         out_rd = out_mem.read_port(domain="comb")
         w_thread = s4["thread"]
         w_wp = Array(th_owp)[w_thread]
         w_waves = Mux(w_is32, w_n << 1, w_n)
+        w_filt = sig(m, Array(th_ofilt)[w_thread] & ~w_is32, "w_filt", 1)
+        w_epos = Array(th_epos)[w_thread]
+        # A filtering thread keeps the non-zero lanes, packed in lane order.
+        keep = [sig(m, (j < w_waves) & (~w_filt | (v16[j][:15] != 0)), f"w_keep{j}", 1,
+                    when=w_fout, idle=th_ofilt[0]) for j in range(4)]
+        offs = [Const(0, 3)]
+        for j in range(1, 4):
+            offs.append(sig(m, offs[-1] + keep[j - 1], f"w_off{j}", 3))
+        w_pushed = sig(m, offs[3] + keep[3], "w_pushed", 3)
         for j in range(4):
             word = Mux(w_is32, res[j // 2][16 * (j % 2):16 * (j % 2) + 16], v16[j])
             m.d.comb += [
-                out_wr[j].addr.eq(Cat((w_wp + j)[:exact_log2(OD)], w_thread)),
-                out_wr[j].data.eq(word),
-                out_wr[j].en.eq(w_fout & (j < w_waves)),
+                out_wr[j].addr.eq(Cat((w_wp + offs[j])[:exact_log2(OD)], w_thread)),
+                out_wr[j].data.eq(Cat(word, (w_epos + j)[:10])),
+                out_wr[j].en.eq(w_fout & keep[j]),
             ]
 
         # The core's send: it goes when its color is ready and it is its turn or no buffer
@@ -293,8 +306,9 @@ class Datapath(wiring.Component):
             m.d.comb += tx.payload.eq(cs.payload)
         with m.Else():
             m.d.comb += [
-                tx.payload.data.eq(out_rd.data),
-                tx.payload.index.eq(out_meta_rd.data.index),
+                tx.payload.data.eq(out_rd.data[:16]),
+                tx.payload.index.eq(Mux(Array(th_ofilt)[tx_sel], out_rd.data[16:],
+                                        out_meta_rd.data.index)),
                 tx.payload.ctrl.eq(out_meta_rd.data.ctrl),
                 tx.payload.color.eq(Array(th_ocolor)[tx_sel]),
             ]
@@ -306,21 +320,25 @@ class Datapath(wiring.Component):
         i_owave = Mux(i.dst_dtype, i.n << 1, i.n)
         for t in range(T):
             with m.If(ob.start & (ob.slot == t)):
-                m.d.sync += th_ocolor[t].eq(ob.color)
+                m.d.sync += [th_ocolor[t].eq(ob.color), th_ofilt[t].eq(ob.filter)]
         # One test first: most cycles move no output wavelet (Verilator keeps the If).
         with m.If(w_fout | tx_any | i_fout | ob.start):
             for t in range(T):
-                pushed = Mux(w_fout & (w_thread == t), w_waves, 0)
+                here = w_fout & (w_thread == t)
+                pushed = Mux(here, w_pushed, 0)
+                # Credits come back when a wavelet is sent, or at once when filtered out.
+                dropped = Mux(here, w_waves - w_pushed, 0)
                 popped = tx_any & (tx_sel == t)
                 issued = Mux(i_fout & (i.thread == t), i_owave, 0)
                 with m.If(ob.start & (ob.slot == t)):
                     m.d.sync += [th_credits[t].eq(0), th_ocount[t].eq(0), th_orp[t].eq(0),
-                                 th_owp[t].eq(0)]
-                with m.Elif((pushed != 0) | popped | (issued != 0)):
+                                 th_owp[t].eq(0), th_epos[t].eq(0)]
+                with m.Elif(here | popped | (issued != 0)):
                     m.d.sync += [
                         th_ocount[t].eq(th_ocount[t] + pushed - popped),
                         th_owp[t].eq(th_owp[t] + pushed),
                         th_orp[t].eq(th_orp[t] + popped),
-                        th_credits[t].eq(th_credits[t] + issued - popped),
+                        th_credits[t].eq(th_credits[t] + issued - popped - dropped),
+                        th_epos[t].eq(th_epos[t] + Mux(here, w_n, 0)),
                     ]
         return m

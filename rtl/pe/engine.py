@@ -368,6 +368,7 @@ class TensorEngine(wiring.Component):
             sel_meta_wr.data.op.eq(op), sel_meta_wr.data.clear.eq(l1_req.launch.clear_a),
             ob.start.eq(l1_go), ob.slot.eq(slot), ob.color.eq(meta_new.dst.color),
             ob.ctrl.eq(L["dst"]["ctrl"]), ob.index.eq(L["dst"]["out_index"]),
+            ob.filter.eq(L["dst"]["filter"]),
         ]
 
         for r in ROLES:
@@ -749,6 +750,8 @@ class TensorEngine(wiring.Component):
             "value": Mux(wave, req.data, Cat(dsr.base, dsr.idx_stride)),
             "cur": Mux(chan, color, base[:16]),
             "ctrl": dsr.ctrl, "out_index": dsr.out_index,
+            # FOUT's zero filter: bit 0 of the (FIFO-only) fifo_size field, FP16 streams.
+            "filter": dsr.fifo_size[0] & (kind == KIND["FOUT"]) & ~dtype,
         }
         space = Signal(3, name=f"l1_{role}_space")
         with m.If(~need):

@@ -188,8 +188,10 @@ class HazardSignature(wiring.Signature):
 class OutBufferSignature(wiring.Signature):
     """The engine's side of the per-thread fabric output buffers in the datapath. ``start``:
     thread ``slot`` is launched this cycle (its buffer is emptied; ``color``, ``ctrl``,
-    ``index`` are what it sends with). ``credits[t]``: wavelets issued by thread t and not
-    yet sent (the room its issue needs, and whether it may retire)."""
+    ``index`` are what it sends with; ``filter``: it drops +-0 values and sends each other
+    value with its element index instead, FP16 only). ``credits[t]``: wavelets issued by
+    thread t and not yet sent or dropped (the room its issue needs, and whether it may
+    retire)."""
 
     def __init__(self, params):
         super().__init__({
@@ -198,6 +200,7 @@ class OutBufferSignature(wiring.Signature):
             "color": Out(COLOR_BITS),
             "ctrl": Out(1),
             "index": Out(_WAVELET["index"].shape),
+            "filter": Out(1),
             "credits": In(range(params.out_depth + 1)).array(params.threads),
         })
 

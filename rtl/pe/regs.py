@@ -592,7 +592,7 @@ def _check_task_id(name, value, pe):
 
 def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
                adv_step=0, adv_count=0, color=0, ctrl=0, out_index=0, value=0,
-               fifo_size=0, pos=0, count=0, pe=None):
+               fifo_size=0, pos=0, count=0, filter_zeros=False, pe=None):
     """The 8 words of a data-structure register.
 
     Parameters
@@ -618,6 +618,11 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
         SCALAR: the raw FP16 or FP32 bits.
     fifo_size : int
         FIFO: capacity in elements. ``pos``/``count`` preset the read position/occupancy.
+    filter_zeros : bool
+        FOUT, FP16 only: the zero filter (seed 002: "the sender filters all zeros"): +0 and
+        -0 are not sent, every other element goes with its index in the stream (mod 1024)
+        as the wavelet's index, so a receiving task triggers on the non-zeros only. Encoded
+        as bit 0 of ``fifo_size``, a field FOUT does not otherwise use.
     pe : PEParams, optional
         The PE the DSR is for: a FIN/FOUT color must be one of its ``num_colors`` (without
         it, any 5-bit color is encoded, so that a bench can provoke ``BAD_COLOR``).
@@ -631,6 +636,11 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
         raise ValueError("accumulator-cache tensors are FP32")
     if pe is not None and kind in (Kind.FIN, Kind.FOUT):
         _check_id("color", color, pe.num_colors, "the PE has", name=f"{kind.name} color")
+    if filter_zeros:
+        if kind != Kind.FOUT or dtype != DType.FP16:
+            raise ValueError(f"the zero filter is for FP16 FOUT streams, not {kind.name} "
+                             f"{dtype.name}")
+        fifo_size = 1
     fields = {"kind": kind, "dtype": dtype, "ctrl": ctrl, "color": color,
               "out_index": out_index, "adv_count": adv_count, "adv_step": adv_step,
               "fifo_size": fifo_size, "pos": pos, "count": count}
