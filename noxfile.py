@@ -63,7 +63,8 @@ def sim(session):
 
 @nox.session(python=PYTHON)
 def gpt(session):
-    """Run a mapped GPT block on the RTL fabric, dense and sparse, with its report."""
+    """A mapped GPT block on the RTL fabric (one fabric program, all 15 operations), dense
+    and 90 % sparse, with its reports; then a two-block model: logits and greedy tokens."""
     _install(session)
     session.run("python", "-m", "gpt_mapping.demo", "gpt", *session.posargs)
 
