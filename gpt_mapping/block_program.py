@@ -86,106 +86,140 @@ def _at(pe, base):
     return dataclasses.replace(pe, reserved_sram_bytes=int(base))
 
 
-def plan(mapped, fabric, pe, att_layout):
-    """The :class:`BlockProgram` of a mapped block, or a :class:`MappingError`."""
-    cfg = mapped.config
-    if att_layout is None:
-        raise MappingError("one fabric program per block needs the attention on the fabric")
-    width, height = fabric
-    t, c = cfg.tokens, cfg.n_embd
-    lin = mapped.linears
-    for n in (c, 3 * c, 4 * c):
-        _uniform(row_mapping(t, n, width, height, pe), n)
-    tp = row_mapping(t, c, width, height, pe).t_pad(0)
-    kx = {n: n // width for n in (c, 3 * c, 4 * c)}
-    perm = A.permute_qkv(np.arange(3 * c).reshape(1, -1), cfg.n_head)[0]
-    steps = []
-    base = pe.data_base
-    input_base = base
+class _Builder:
+    """Steps laid one after the other in every PE's SRAM: each reads at ``base`` and writes
+    right after its input, and ``base`` moves to its output."""
 
-    def tile_bytes(n):
-        return kx[n] * tp * FP16_BYTES
+    def __init__(self, tokens, fabric, pe, base):
+        self.t, (self.width, self.height), self.pe = tokens, fabric, pe
+        self.base = int(base)
+        self.steps = []
 
-    def row_step(name, kind, n, operand=None, operand_base=None):
-        nonlocal base
-        m = row_mapping(t, n, width, height, _at(pe, base))
-        st = Step(name, kind, m, m, base, base + tile_bytes(n))
-        for y in range(height):
-            for x in range(width):
-                if kind == "layernorm":
-                    st.programs[x, y] = layernorm_program(m, x, y, cfg.ln_eps)[0]
-                else:
-                    st.programs[x, y] = elementwise_program(
-                        m, x, y, kind, operand_at=operand_base)[0]
+    def _tiles(self, st):
+        for y in range(self.height):
+            for x in range(self.width):
+                yield x, y
+
+    def _bytes(self, m, features):
+        _uniform(m, features)
+        return int(m.features_per_column[0]) * m.t_pad(0) * FP16_BYTES
+
+    def row(self, name, kind, n, operand=None, operand_base=None, eps=None):
+        m = row_mapping(self.t, n, self.width, self.height, _at(self.pe, self.base))
+        st = Step(name, kind, m, m, self.base, self.base + self._bytes(m, n))
+        for x, y in self._tiles(st):
+            st.programs[x, y] = (layernorm_program(m, x, y, eps)[0] if kind == "layernorm"
+                                 else elementwise_program(m, x, y, kind,
+                                                          operand_at=operand_base)[0])
         if kind == "layernorm":
-            g16, b16 = operand
-            st.streams = row_streams(m, BlockCommand.LAYERNORM, g16, b16)
+            st.streams = row_streams(m, BlockCommand.LAYERNORM, *operand)
             st.predicted = predict_row_cycles(m, "layernorm")
         else:
             st.streams = elementwise_streams(m, kind, operand)
             st.predicted = predict_elementwise_cycles(m, kind, operand_base)
-        steps.append(st)
-        base = st.out_base
-        return st
+        return self._add(st)
 
-    def gemm_step(name, k, n, w16):
-        nonlocal base
-        m = GemmMapping(tokens=t, features=k, outputs=n, width=width, height=height,
-                        pe=_at(pe, base))
-        out_base = base + tile_bytes(k)
-        st = Step(name, "gemm", m, m, base, out_base, w16=w16)
-        place = Placement(base, out_base)
-        for y in range(height):
-            for x in range(width):
-                st.programs[x, y] = pe_program(m, x, y, place)
+    def gemm(self, name, k, n, w16):
+        m = GemmMapping(tokens=self.t, features=k, outputs=n, width=self.width,
+                        height=self.height, pe=_at(self.pe, self.base))
+        _uniform(row_mapping(self.t, n, self.width, self.height, self.pe), n)
+        out_base = self.base + self._bytes(m, k)
+        st = Step(name, "gemm", m, m, self.base, out_base, w16=w16)
+        place = Placement(self.base, out_base)
+        for x, y in self._tiles(st):
+            st.programs[x, y] = pe_program(m, x, y, place)
         st.streams = weight_streams(m, w16)
         st.predicted = int(predict(m, nonzero_counts(m, w16), perf_params()).cycles)
-        steps.append(st)
-        base = out_base
-        return st
+        return self._add(st)
 
-    ln = mapped.ln16
-    row_step("ln_1", "layernorm", c, ln("ln_1"))
-    qkv_w = np.ascontiguousarray(lin["attn.c_attn"].w16[:, perm])
-    gemm_step("attn.c_attn", c, 3 * c, qkv_w)
-    row_step("attn.c_attn.bias", "bias", 3 * c,
-             np.ascontiguousarray(lin["attn.c_attn"].b16[perm]))
-    lay = A.attention_layout(c, cfg.n_head, cfg.n_ctx, cfg.batch, width, height,
-                             _at(pe, base))
-    for name, kind, make in (("attn.softmax", "attn_scores", A.scores_program),
-                             ("attn.av", "attn_values", A.values_program)):
-        st = Step(name, kind, lay, lay.out, base, lay.out.y_base(0, 0))
-        for y in range(height):
-            for x in range(width):
+    def attention(self, prefix, cfg):
+        lay = A.attention_layout(cfg.n_embd, cfg.n_head, cfg.n_ctx, cfg.batch, self.width,
+                                 self.height, _at(self.pe, self.base))
+        for name, kind, make in (("attn.softmax", "attn_scores", A.scores_program),
+                                 ("attn.av", "attn_values", A.values_program)):
+            st = Step(prefix + name, kind, lay, lay.out, self.base, lay.out.y_base(0, 0))
+            for x, y in self._tiles(st):
                 st.programs[x, y] = make(lay, x, y)[0]
-        cmd = BlockCommand.ATTN_SCORES if kind == "attn_scores" else BlockCommand.ATTN_VALUES
-        st.streams = A._streams(lay, cmd)
-        st.predicted = A.predict_attention_cycles(lay, kind[5:])
-        if kind == "attn_scores":
-            st.extra_reads = {}
-            for y in range(height):
-                for x in range(width):
+            cmd = (BlockCommand.ATTN_SCORES if kind == "attn_scores"
+                   else BlockCommand.ATTN_VALUES)
+            st.streams = A._streams(lay, cmd)
+            st.predicted = A.predict_attention_cycles(lay, kind[5:])
+            if kind == "attn_scores":
+                st.extra_reads = {}
+                for x, y in self._tiles(st):
                     tl = A.tile(lay, x, y)
                     st.extra_reads[x, y] = (tl.p * FP16_BYTES, tl.keys * tl.tp // 2)
-        steps.append(st)
-    base = lay.out.y_base(0, 0)
-    gemm_step("attn.c_proj", c, c, lin["attn.c_proj"].w16)
-    row_step("attn.c_proj.bias", "bias", c, lin["attn.c_proj"].b16)
-    row_step("residual_1", "residual", c, None, input_base // FP16_BYTES)
-    x1_base = base
-    row_step("ln_2", "layernorm", c, ln("ln_2"))
-    gemm_step("mlp.c_fc", c, 4 * c, lin["mlp.c_fc"].w16)
-    row_step("mlp.c_fc.bias", "bias", 4 * c, lin["mlp.c_fc"].b16)
+            self.steps.append(st)
+        self.base = lay.out.y_base(0, 0)
+        return lay
+
+    def _add(self, st):
+        self.steps.append(st)
+        self.base = st.out_base
+        return st
+
+
+def _block_steps(b, mapped, prefix=""):
+    """The 15 steps of one block on builder ``b`` (its input at ``b.base``)."""
     from .gpt import GELU_KERNELS
-    row_step("mlp.gelu", GELU_KERNELS[cfg.gelu], 4 * c)
-    gemm_step("mlp.c_proj", 4 * c, c, lin["mlp.c_proj"].w16)
-    row_step("mlp.c_proj.bias", "bias", c, lin["mlp.c_proj"].b16)
-    row_step("residual_2", "residual", c, None, x1_base // FP16_BYTES)
-    tables = gemm_routes(steps[1].mapping)
+    cfg = mapped.config
+    c = cfg.n_embd
+    lin = mapped.linears
+    ln = mapped.ln16
+    input_base = b.base
+    perm = A.permute_qkv(np.arange(3 * c).reshape(1, -1), cfg.n_head)[0]
+    b.row(prefix + "ln_1", "layernorm", c, ln("ln_1"), eps=cfg.ln_eps)
+    b.gemm(prefix + "attn.c_attn", c, 3 * c,
+           np.ascontiguousarray(lin["attn.c_attn"].w16[:, perm]))
+    b.row(prefix + "attn.c_attn.bias", "bias", 3 * c,
+          np.ascontiguousarray(lin["attn.c_attn"].b16[perm]))
+    lay = b.attention(prefix, cfg)
+    b.gemm(prefix + "attn.c_proj", c, c, lin["attn.c_proj"].w16)
+    b.row(prefix + "attn.c_proj.bias", "bias", c, lin["attn.c_proj"].b16)
+    b.row(prefix + "residual_1", "residual", c, None, input_base // FP16_BYTES)
+    x1_base = b.base
+    b.row(prefix + "ln_2", "layernorm", c, ln("ln_2"), eps=cfg.ln_eps)
+    b.gemm(prefix + "mlp.c_fc", c, 4 * c, lin["mlp.c_fc"].w16)
+    b.row(prefix + "mlp.c_fc.bias", "bias", 4 * c, lin["mlp.c_fc"].b16)
+    b.row(prefix + "mlp.gelu", GELU_KERNELS[cfg.gelu], 4 * c)
+    b.gemm(prefix + "mlp.c_proj", 4 * c, c, lin["mlp.c_proj"].w16)
+    b.row(prefix + "mlp.c_proj.bias", "bias", c, lin["mlp.c_proj"].b16)
+    b.row(prefix + "residual_2", "residual", c, None, x1_base // FP16_BYTES)
+    return lay, perm
+
+
+def _program(b, lay, perm, input_base):
+    first_gemm = next(st for st in b.steps if st.kind == "gemm").mapping
+    tables = gemm_routes(first_gemm)
     for entry in A.kv_routes(lay):
         tables.set(*entry)
-    _check_routes(steps[1].mapping, tables)
-    return BlockProgram(steps, tables, input_base, base, steps[0].mapping, perm)
+    _check_routes(first_gemm, tables)
+    return BlockProgram(b.steps, tables, input_base, b.base, b.steps[0].mapping, perm)
+
+
+def plan(mapped, fabric, pe, att_layout):
+    """The :class:`BlockProgram` of a mapped block, or a :class:`MappingError`."""
+    if att_layout is None:
+        raise MappingError("one fabric program per block needs the attention on the fabric")
+    b = _Builder(mapped.config.tokens, fabric, pe, pe.data_base)
+    lay, perm = _block_steps(b, mapped)
+    return _program(b, lay, perm, pe.data_base)
+
+
+def plan_model(blocks, ln_f16, head_w16, fabric, pe, att_layout, eps):
+    """The whole model as one program: every block (steps named ``h.<i>.<operation>``),
+    ``ln_f`` and ``lm_head``, each block's input where the previous one left its output;
+    a :class:`MappingError` when it cannot be (the attention on the host, a vocabulary the
+    columns do not split evenly, the SRAM filled by the blocks' activations)."""
+    if att_layout is None:
+        raise MappingError("one fabric program per model needs the attention on the fabric")
+    b = _Builder(blocks[0].config.tokens, fabric, pe, pe.data_base)
+    for i, mapped in enumerate(blocks):
+        lay, perm = _block_steps(b, mapped, f"h.{i}.")
+    c = blocks[0].config.n_embd
+    b.row("ln_f", "layernorm", c, ln_f16, eps=eps)
+    b.gemm("lm_head", c, head_w16.shape[1], head_w16)
+    return _program(b, lay, perm, pe.data_base)
 
 
 def _write_step(program, st, width, height):
@@ -282,7 +316,7 @@ def run(prog, x16, fabric=None, watchdog=5000, progress=None):
             got = {xy: np.asarray(t.take(result.answers[read_step]), dtype=np.uint32)
                    for xy, t in extra.items()}
             y16 = A.decode_probs(st.mapping, got)
-        elif st.name in ("attn.c_attn", "attn.c_attn.bias"):
+        elif st.name.endswith(("attn.c_attn", "attn.c_attn.bias")):
             y16 = np.ascontiguousarray(np.asarray(y16)[:, inv])
         outputs[st.name] = np.asarray(y16)
         counters[st.name] = cnt

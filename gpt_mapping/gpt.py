@@ -379,6 +379,7 @@ class RtlBackend:
         self.trace = trace
         self.one_program = one_program
         self._resident = {}
+        self._model_program = None
 
     def prepare_block(self, mapped, x16, fabric, pe, att_layout, progress=None):
         """Run the whole block as one fabric program (gpt_mapping/block_program.py) when
@@ -387,6 +388,8 @@ class RtlBackend:
         ``progress``: a tqdm-like bar the fabric program drives (simulated cycles)."""
         from . import block_program
         from .layout import MappingError
+        if self._model_program is not None:
+            return {**self._model_program, "why": "the whole model is one fabric program"}
         self._resident = {}
         if not self.one_program:
             return {"one_program": False, "why": "asked for one fabric run per operation"}
@@ -398,8 +401,34 @@ class RtlBackend:
             return {"one_program": False, "why": str(exc)}
         outputs, counters, figures = block_program.run(prog, x16, fabric, progress=progress)
         self._resident = {name: (outputs[name], counters[name]) for name in outputs}
-        return {"one_program": True, "why": "the activations stay in the PEs from the "
-                                             "block input to its output", **figures}
+        return {"one_program": True, "scope": "block",
+                "why": "the activations stay in the PEs from the block input to its output",
+                **figures}
+
+    def prepare_model(self, blocks, x16, ln_f16, head_w16, fabric, pe, att_layout, eps,
+                      progress=None):
+        """The whole model as one fabric program (``block_program.plan_model``): every
+        block, ``ln_f`` and ``lm_head`` in one simulation, the activations resident from the
+        embedding to the logits. Returns the model's program dict; the blocks' and the
+        operations' calls then take their results from it (``end_model`` ends that)."""
+        from . import block_program
+        from .layout import MappingError
+        self._resident, self._model_program = {}, None
+        if not self.one_program or self.trace is not None:
+            return None
+        try:
+            prog = block_program.plan_model(blocks, ln_f16, head_w16, fabric, pe, att_layout,
+                                            eps)
+        except MappingError as exc:
+            return {"one_program": False, "why": f"not one program for the model: {exc}"}
+        outputs, counters, figures = block_program.run(prog, x16, fabric, progress=progress)
+        self._resident = {name: (outputs[name], counters[name]) for name in outputs}
+        self._model_program = {"one_program": True, "scope": "model",
+                               "why": "the whole model is one fabric program", **figures}
+        return self._model_program
+
+    def end_model(self):
+        self._resident, self._model_program = {}, None
 
     def _take(self, label):
         return self._resident.pop(label, None)
@@ -795,7 +824,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
         spec, layer, mapping = _SPECS[name], mapped.linears[name], mappings[name]
         t0 = time.perf_counter()
         with bars.bar(spec, cfg.tokens, "token") as bar:
-            run = backend.run(mapping, a16, layer.w16, bar, label=name)
+            run = backend.run(mapping, a16, layer.w16, bar, label=f"{label}{name}")
             if bar.total is not None:
                 bar.update(bar.total - bar.n)
         y16 = np.asarray(run.y16, dtype=np.float16)
@@ -821,7 +850,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
             if not hasattr(backend, "fabric_op"):
                 raise TypeError(f"backend {backend.name!r} has no fabric_op(): it cannot run "
                                 f"{name} on the fabric")
-            run = backend.fabric_op(op, mapping, a16, operand, eps=cfg.ln_eps, label=name)
+            run = backend.fabric_op(op, mapping, a16, operand, eps=cfg.ln_eps, label=f"{label}{name}")
             bar.update(1 - bar.n)
         y16 = np.asarray(run.y16, dtype=np.float16)
         if y16.shape != a16.shape:
@@ -837,7 +866,7 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
         spec = FABRIC_ATTENTION[name]
         t0 = time.perf_counter()
         with bars.bar(spec, 1, "op") as bar:
-            run = backend.fabric_op(op, att_layout, qkv16, operand, label=name)
+            run = backend.fabric_op(op, att_layout, qkv16, operand, label=f"{label}{name}")
             bar.update(1 - bar.n)
         y16 = np.asarray(run.y16, dtype=np.float16)
         if y16.shape != shape:

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import gpt
 from .gpt import (BlockRun, GoldenBackend, OpRecord, OpSpec, f16_values, map_block,
@@ -107,6 +108,31 @@ def run_model(model, tokens, fabric, backend="golden", sparsity=0.0, progress=Fa
     ops.append(OpRecord(_spec("embedding", "host", "token + position embedding gather (wte, "
                                                    "wpe)", "gather"),
                         x16, t * c, t * c, time.perf_counter() - t0))
+    model_program = None
+    if hasattr(backend, "prepare_model"):
+        att_layout, _ = gpt.attention_placement(cfg, fabric, pe)
+        with tqdm(total=0, desc=f"{label}model program (simulated cycles)", unit="cycle",
+                  leave=True, disable=not progress, dynamic_ncols=True) as bar:
+            model_program = backend.prepare_model(blocks, x16, ln_f16, head_w16, fabric, pe,
+                                                  att_layout, cfg.ln_eps, bar)
+    try:
+        return _run_model_ops(model, blocks, x16, ops, fabric, backend, progress, pe, label,
+                              ln_map, ln_f16, head_map, head_w16, model_program, start,
+                              sparsity)
+    finally:
+        if hasattr(backend, "end_model"):
+            backend.end_model()
+
+
+def _run_model_ops(model, blocks, x16, ops, fabric, backend, progress, pe, label, ln_map,
+                   ln_f16, head_map, head_w16, model_program, start, sparsity):
+    """The blocks, ``ln_f`` and ``lm_head`` of :func:`run_model` (results from the model's
+    one fabric program when the backend ran it)."""
+    cfg = model.config
+    batch, n = cfg.batch, cfg.n_ctx
+    t, c, v = cfg.tokens, cfg.n_embd, model.vocab
+    width, height = fabric
+    stays = bool(model_program and model_program.get("one_program"))
     programs = []
     for i, mapped in enumerate(blocks):
         run = gpt.run_block(mapped, x16.reshape(batch, n, c), fabric, backend, progress, pe,
@@ -131,18 +157,24 @@ def run_model(model, tokens, fabric, backend="golden", sparsity=0.0, progress=Fa
                         in16=h16, w16=head_w16, gemm=head,
                         layer={"K": c, "N": v, "nnz": nnz, "density": nnz / (c * v)},
                         mapping=head_map.summary(),
-                        residency={"input": "host (read back after ln_f on the fabric)",
+                        residency={"input": ("fabric (produced by ln_f)" if stays else
+                                             "host (read back after ln_f on the fabric)"),
                                    "output": "read back to the host (the logits)",
-                                   "stays_on_fabric": False, "layout_allows": True,
+                                   "stays_on_fabric": stays, "layout_allows": True,
                                    "why": "the model's output"}))
-    one = all(p.get("one_program") for p in programs)
-    program = {"one_program": one,
-               "why": ("each block is one fabric program (ln_f and lm_head their own runs)"
-                       if one else programs[0].get("why")),
-               "blocks": programs}
-    if one:
-        for key in ("load", "programs", "readback", "verification", "compute"):
-            program[key] = int(sum(p[key] for p in programs))
+    if model_program and model_program.get("one_program"):
+        program = dict(model_program)
+    else:
+        one = all(p.get("one_program") for p in programs)
+        program = {"one_program": one,
+                   "why": ("each block is one fabric program (ln_f and lm_head their own "
+                           "runs)" if one else programs[0].get("why")),
+                   "blocks": programs}
+        if model_program:
+            program["why"] += f"; {model_program['why']}"
+        if one:
+            for key in ("load", "programs", "readback", "verification", "compute"):
+                program[key] = int(sum(p[key] for p in programs))
     return BlockRun(cfg, (width, height), backend.name, backend.kind, float(sparsity),
                     ops[0].out16.reshape(batch, n, c), ops, time.perf_counter() - start,
                     lanes=pe.lanes, program=program)

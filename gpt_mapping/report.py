@@ -248,7 +248,8 @@ def _program_line(program):
         return None
     if not program.get("one_program"):
         return f"fabric program: one fabric run per operation ({program.get('why')})"
-    return (f"fabric program: one for the block, activations resident from input to output; "
+    return (f"fabric program: one for the {program.get('scope', 'block')}, activations "
+            f"resident from input to output; "
             f"configuration path: input load {program['load']:,} cycles (with the routes and "
             f"the first operation's program), the other operations' programs "
             f"{program['programs']:,}, output readback {program['readback']:,}; verification "

@@ -98,3 +98,22 @@ def test_the_block_as_one_fabric_program_matches_the_runs_one_by_one(tmp_path):
         measured = row["fabric_cycles"]
         predicted = (row["gemm"] if "gemm" in row else row["fabric_op"])["predicted_cycles"]
         assert abs(predicted - measured) <= 0.10 * measured, (row["name"], predicted, measured)
+
+
+def test_the_model_program_chains_the_blocks_and_names_what_stops_it():
+    from gpt_mapping.model import init_gpt
+    model = init_gpt(CFG, 2, 32, seed=1)
+    blocks = [gpt.map_block(b, 0.0) for b in model.transformer.h]
+    pe = PEConfig()
+    lay, _ = gpt.attention_placement(CFG, FABRIC, pe)
+    ln16 = tuple(np.zeros(CFG.n_embd, np.float16) for _ in range(2))
+    prog = block_program.plan_model(blocks, ln16, np.zeros((16, 32), np.float16), FABRIC,
+                                    pe, lay, 1e-5)
+    names = [s.name for s in prog.steps]
+    assert names[:2] == ["h.0.ln_1", "h.0.attn.c_attn"] and names[-2:] == ["ln_f", "lm_head"]
+    assert len(names) == 2 * 15 + 2
+    first_1 = names.index("h.1.ln_1")
+    assert prog.steps[first_1].base == prog.steps[first_1 - 1].out_base  # block 1 reads block 0
+    with pytest.raises(MappingError, match=r"the same 31 features on every column"):
+        block_program.plan_model(blocks, ln16, np.zeros((16, 31), np.float16), FABRIC, pe,
+                                 lay, 1e-5)

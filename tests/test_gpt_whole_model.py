@@ -184,5 +184,9 @@ def test_small_model_on_the_rtl_fabric_is_bit_exact_and_decodes_like_torch(model
     assert all(rec.within_tolerance for rec in run.ops)
     rep = report.build_report(run)
     assert rep["cycles_kind"] == "measured" and rep["totals"]["bit_exact_all"] is True
+    # The whole model is one fabric program: embedding output in, logits out.
+    assert run.program["one_program"] and run.program["scope"] == "model"
+    assert "lm_head" in rep["totals"]["activations_stay_on_fabric"]
+    assert "fabric program: one for the model" in report.format_report(rep)
     ours = gpt_model.generate(model, TOKENS, 2, FABRIC, "rtl")
     assert np.array_equal(ours, gpt_model.torch_generate(model, TOKENS, 2))
