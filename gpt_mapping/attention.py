@@ -42,13 +42,12 @@ from gpt_mapping.rowops import (_BAD_TASKS, CTRL_BASE, _mod, _Program, _kernel_c
                                 row_mapping, run_tile_op)
 from gpt_mapping.streams import BlockCommand
 from rtl.pe import regs as R
-from rtl.pe.asm import assemble
 from rtl.router import Port, port_mask
 from rtl.wavelet import pack_array
 
 __all__ = ["KV_COLOR", "AttentionLayout", "attention_layout", "permute_qkv", "tile",
            "scores_program", "values_program", "predict_attention_cycles", "cycle_features",
-           "run_scores_rtl", "run_values_rtl", "decode_probs", "kv_routes"]
+           "run_scores_rtl", "run_values_rtl", "decode_probs", "kv_routes", "p_reads"]
 
 #: The colour keys and values travel on, south along each column (unused by the GEMM).
 KV_COLOR = 3
@@ -197,10 +196,35 @@ def _transfers(prog, tl, own, note):
     prog.emit("    twait")
 
 
-def _dsrw_words(pe, kind, first, second, key0):
-    """Words 1 and 2 of a DSR for local key 0 and 1 (the increments per key)."""
-    w0, w1 = _words(pe, kind, **first), _words(pe, kind, **second)
-    return (w0[1], w0[2]), (w1[1] - w0[1], w1[2] - w0[2])
+def _own_loop(prog, tl, label, dsrs, launch_d):
+    """The loop over the own block's keys: key j runs over the queries j .. T_y - 1 only,
+    so before its launches the DSRs ``dsrs`` = ``[(id, fields of key 0, base step per
+    key)]`` are rewritten (words 1 and 2: the base and the first dimension's length) after
+    a ``twait`` (a DSR a live operation uses cannot be rewritten); r10/r13 and r14/r15
+    hold the words, stepped per key."""
+    pe, t = prog.pe, tl.t
+    init, step, head = [], [], ["    twait"]
+    for (ident, fields, per_key), (r1, r2) in zip(dsrs, (("r10", "r13"), ("r14", "r15"))):
+        w0 = _words(pe, R.Kind.MEM, **fields)
+        w1 = _words(pe, R.Kind.MEM, **{**fields, "base": fields["base"] + per_key,
+                                       "dims": ((t - 1 or 1, 1),)})
+        init += [f"    li {r1}, {w0[1]}", f"    li {r2}, {w0[2]}"]
+        head += [f"    dsrw {r1}, {ident}, 1", f"    dsrw {r2}, {ident}, 2"]
+        step += [f"    addi {r1}, {r1}, {w1[1] - w0[1]}",
+                 f"    addi {r2}, {r2}, {w1[2] - w0[2] if t > 1 else 0}"]
+    prog.emit("    twait", *init)
+    _key_loop(prog, tl, label, t, 2 * (tl.kbuf + tl.r * t * tl.d), launch_d,
+              step, head)
+    prog.emit("    twait")
+
+
+def _preamble(prog, label):
+    """The task's label and the launch modifiers its launches use."""
+    prog.emit(f"{label}:",
+              f"    li r4, {_mod(adv=4):#x}    # rm: advance b",
+              f"    li r5, {_mod(adv=2):#x}    # rm: advance a",
+              f"    li r6, {_mod(adv=1):#x}    # rm: advance dst",
+              f"    li r12, {_mod(adv=5):#x}   # rm: advance dst and b")
 
 
 def _base_program(lay, x, y):
@@ -208,7 +232,7 @@ def _base_program(lay, x, y):
     tl = tile(lay, x, y)
     prog = _Program(pe)
     M, F16, F32 = R.Kind.MEM, R.DType.FP16, R.DType.FP32
-    t, tp, d = tl.t, tl.tp, tl.d
+    t, d = tl.t, tl.d
     prog.dsr("zero", R.Kind.SCALAR, dtype=F32, value=0)
     prog.dsr("kin", R.Kind.FIN, dtype=F16, color=KV_COLOR, dims=((t * d, 1),))
     prog.dsr("kout", R.Kind.FOUT, dtype=F16, color=KV_COLOR, dims=((t * d, 1),))
@@ -218,15 +242,8 @@ def _base_program(lay, x, y):
 
 
 def _finish(lay, tl, prog, pe, kernels, task):
-    source = "\n".join(prog.lines) + "\n"
-    program = assemble(source)
-    if program.end > lay.qkv.pe.data_base:
-        raise MappingError(f"tile ({tl.x}, {tl.y}): the attention's code needs "
-                           f"{program.end} bytes, more than the {lay.qkv.pe.data_base} "
-                           f"reserved below the data")
-    out = [(0, list(program.words))]
-    for ident, words in prog.dsrs.values():
-        out.append((R.dsr_addr(ident, pe=pe), words))
+    out, program, source = prog.assemble(lay.qkv.pe.data_base,
+                                         f"tile ({tl.x}, {tl.y}): the attention's")
     seen = set()
     for kern in kernels:
         for addr, word in kern.config:
@@ -246,11 +263,11 @@ def _finish(lay, tl, prog, pe, kernels, task):
     return out, source
 
 
-def _key_loop(prog, tl, label, count, addr, launch_d, step):
+def _key_loop(prog, tl, label, count, addr, launch_d, step=(), head=()):
     """A loop over ``count`` keys whose elements (token-major, ``d`` per key) start at
     byte ``addr``: ``launch_d(d, reg)`` emits the launch of element d (its FP16 value in
-    the low half of ``reg``)."""
-    prog.emit(f"    li r7, {addr}", f"    li r8, {count}", f"{label}:")
+    the low half of ``reg``); ``head`` / ``step``: lines before the launches / after them."""
+    prog.emit(f"    li r7, {addr}", f"    li r8, {count}", f"{label}:", *head)
     for w in range(tl.d // 2):
         prog.emit(f"    lw r9, {4 * w}(r7)")
         launch_d(2 * w, "r9")
@@ -292,11 +309,7 @@ def scores_program(lay, x, y):
         raise MappingError(f"tile ({x}, {y}): the attention's scores need {rec.next_dsr} "
                            f"DSRs, the PE has {pe.num_dsrs}")
     ids = {n: prog.id(n) for n in prog.dsrs}
-    prog.emit("scores:",
-              f"    li r4, {_mod(adv=4):#x}    # rm: advance b",
-              f"    li r5, {_mod(adv=2):#x}    # rm: advance a",
-              f"    li r6, {_mod(adv=1):#x}    # rm: advance dst",
-              f"    li r12, {_mod(adv=5):#x}   # rm: advance dst and b")
+    _preamble(prog, "scores")
     _transfers(prog, tl, "kown", "keys")
 
     def recv_launch(i, reg):
@@ -317,34 +330,16 @@ def scores_program(lay, x, y):
               f"    li r10, {w_fill[1]}", f"    li r13, {w_fill[2]}",
               f"    dsrw r10, {ids['l1']}, 1", f"    dsrw r13, {ids['l1']}, 2")
     prog.launch("fmov", "l1", "neginf", note="own block = -inf")
-    (s1, s2), (ds1, ds2) = _dsrw_words(
-        pe, M, dict(dtype=F32, base=own_s, dims=((t, 1),)),
-        dict(dtype=F32, base=own_s + 2 * (tp + 1), dims=((t - 1 or 1, 1),)), 0)
-    (q1, q2), (dq1, dq2) = _dsrw_words(
-        pe, M, dict(dtype=F16, base=tl.q, dims=((t, 1),), adv_step=tp, adv_count=d),
-        dict(dtype=F16, base=tl.q + 1, dims=((t - 1 or 1, 1),), adv_step=tp, adv_count=d), 0)
-    if t == 1:
-        ds2 = dq2 = 0
 
     def local_launch(i, reg):
         a = "zero" if i == 0 else "l1"
         prog.emit(f"    t.fmac {ids['l1']}, {ids[a]}, {ids['l2']}, {reg}, r4"
                   f"    # s[own key] += q[key.., {i}] * k[{i}]")
 
-    prog.emit("    twait", f"    li r10, {s1}", f"    li r13, {s2}", f"    li r14, {q1}",
-              f"    li r15, {q2}")
-    prog.emit(f"    li r7, {2 * (tl.kbuf + tl.r * t * d)}", f"    li r8, {t}", "sc_own:",
-              "    twait", f"    dsrw r10, {ids['l1']}, 1", f"    dsrw r13, {ids['l1']}, 2",
-              f"    dsrw r14, {ids['l2']}, 1", f"    dsrw r15, {ids['l2']}, 2")
-    for w in range(d // 2):
-        prog.emit(f"    lw r9, {4 * w}(r7)")
-        local_launch(2 * w, "r9")
-        prog.emit("    srli r9, r9, 16")
-        local_launch(2 * w + 1, "r9")
-    prog.emit(f"    addi r10, r10, {ds1}", f"    addi r13, r13, {ds2}",
-              f"    addi r14, r14, {dq1}", f"    addi r15, r15, {dq2}",
-              f"    addi r7, r7, {2 * d}", "    addi r8, r8, -1", "    bne r8, r0, sc_own",
-              "    twait")
+    _own_loop(prog, tl, "sc_own", [
+        (ids["l1"], dict(dtype=F32, base=own_s, dims=((t, 1),)), 2 * (tp + 1)),
+        (ids["l2"], dict(dtype=F16, base=tl.q, dims=((t, 1),), adv_step=tp, adv_count=d), 1),
+    ], local_launch)
     # The scale over the whole S, then the softmax along the keys.
     w_all = _words(pe, M, dtype=F32, base=tl.s, dims=((keys * tp, 1),))
     prog.emit("# scale, max, exp, sum, 1/sum, p", f"    li r10, {w_all[1]}",
@@ -385,11 +380,7 @@ def values_program(lay, x, y):
     prog.dsr("l2", M, dtype=F16, base=tl.p, dims=((t, 1),))
     _check_fits(lay, tl, tl.end, "P V")
     ids = {n: prog.id(n) for n in prog.dsrs}
-    prog.emit("values:",
-              f"    li r4, {_mod(adv=4):#x}    # rm: advance b",
-              f"    li r5, {_mod(adv=2):#x}    # rm: advance a",
-              f"    li r6, {_mod(adv=1):#x}    # rm: advance dst",
-              f"    li r12, {_mod(adv=5):#x}   # rm: advance dst and b")
+    _preamble(prog, "values")
     _transfers(prog, tl, "vown", "values")
     prog.launch("fmov", "yall", "zero", note="y = +0")
 
@@ -402,33 +393,17 @@ def values_program(lay, x, y):
         prog.emit(f"# the {tl.r * t} keys of the rows above: every query")
         _key_loop(prog, tl, "pv_recv", tl.r * t, 2 * tl.kbuf, recv_launch, [])
     own_p = tl.p + tl.r * t * tp
-    (y1, y2), (dy1, dy2) = _dsrw_words(
-        pe, M, dict(dtype=F32, base=tl.yacc, dims=((t, 1),), adv_step=tp, adv_count=d),
-        dict(dtype=F32, base=tl.yacc + 2, dims=((t - 1 or 1, 1),), adv_step=tp,
-             adv_count=d), 0)
-    (p1, p2), (dp1, dp2) = _dsrw_words(
-        pe, M, dict(dtype=F16, base=own_p, dims=((t, 1),)),
-        dict(dtype=F16, base=own_p + tp + 1, dims=((t - 1 or 1, 1),)), 0)
-    if t == 1:
-        dy2 = dp2 = 0
-    prog.emit("# the own block: key i over the queries at or after it", "    twait",
-              f"    li r10, {y1}", f"    li r13, {y2}", f"    li r14, {p1}", f"    li r15, {p2}",
-              f"    li r7, {2 * (tl.kbuf + tl.r * t * d)}", f"    li r8, {t}", "pv_own:",
-              "    twait", f"    dsrw r10, {ids['l1']}, 1", f"    dsrw r13, {ids['l1']}, 2",
-              f"    dsrw r14, {ids['l2']}, 1", f"    dsrw r15, {ids['l2']}, 2")
-    for w in range(d // 2):
-        for half in range(2):
-            if half == 0:
-                prog.emit(f"    lw r9, {4 * w}(r7)")
-            else:
-                prog.emit("    srli r9, r9, 16")
-            i = 2 * w + half
-            prog.emit(f"    t.fmac {ids['l1']}, {ids['l1']}, {ids['l2']}, r9, r6"
-                      f"    # y[key.., {i}] += p[key.., key] * v[{i}]")
-    prog.emit(f"    addi r10, r10, {dy1}", f"    addi r13, r13, {dy2}",
-              f"    addi r14, r14, {dp1}", f"    addi r15, r15, {dp2}",
-              f"    addi r7, r7, {2 * d}", "    addi r8, r8, -1", "    bne r8, r0, pv_own",
-              "    twait")
+
+    def local_launch(i, reg):
+        prog.emit(f"    t.fmac {ids['l1']}, {ids['l1']}, {ids['l2']}, {reg}, r6"
+                  f"    # y[key.., {i}] += p[key.., key] * v[{i}]")
+
+    prog.emit("# the own block: key i over the queries at or after it")
+    _own_loop(prog, tl, "pv_own", [
+        (ids["l1"], dict(dtype=F32, base=tl.yacc, dims=((t, 1),), adv_step=tp, adv_count=d),
+         2),
+        (ids["l2"], dict(dtype=F16, base=own_p, dims=((t, 1),)), tp + 1),
+    ], local_launch)
     prog.launch("fmov", "out", "yall", note="att = round16(y)")
     prog.emit("    tend")
     return _finish(lay, tl, prog, pe, (), "values")
@@ -530,16 +505,22 @@ def run_scores_rtl(lay, qkv16, **options):
     programs = _programs(lay, "scores")
     for xy, writes in _qkv_loads(lay, qkv16).items():
         programs[xy] = programs[xy] + writes
-    reads = {}
-    for y in range(lay.qkv.height):
-        for x in range(lay.qkv.width):
-            tl = tile(lay, x, y)
-            reads[x, y] = (tl.p * FP16_BYTES, tl.keys * tl.tp // 2)
+    reads = p_reads(lay)
     predicted = predict_attention_cycles(lay, "scores")
     _, _, counters = run_tile_op(lay.out, [], programs, _streams(lay, BlockCommand.ATTN_SCORES),
                                  predicted, read_y=False, name="attention scores",
                                  extra_routes=kv_routes(lay), extra_reads=reads, **options)
     return decode_probs(lay, counters.pop("extra_reads")), counters
+
+
+def p_reads(lay):
+    """Every PE's probabilities buffer as reads ``{(x, y): (byte address, words)}``."""
+    out = {}
+    for y in range(lay.qkv.height):
+        for x in range(lay.qkv.width):
+            tl = tile(lay, x, y)
+            out[x, y] = (tl.p * FP16_BYTES, tl.keys * tl.tp // 2)
+    return out
 
 
 def decode_probs(lay, got):

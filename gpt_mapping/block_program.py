@@ -95,7 +95,7 @@ class _Builder:
         self.base = int(base)
         self.steps = []
 
-    def _tiles(self, st):
+    def _tiles(self):
         for y in range(self.height):
             for x in range(self.width):
                 yield x, y
@@ -107,7 +107,7 @@ class _Builder:
     def row(self, name, kind, n, operand=None, operand_base=None, eps=None):
         m = row_mapping(self.t, n, self.width, self.height, _at(self.pe, self.base))
         st = Step(name, kind, m, m, self.base, self.base + self._bytes(m, n))
-        for x, y in self._tiles(st):
+        for x, y in self._tiles():
             st.programs[x, y] = (layernorm_program(m, x, y, eps)[0] if kind == "layernorm"
                                  else elementwise_program(m, x, y, kind,
                                                           operand_at=operand_base)[0])
@@ -126,7 +126,7 @@ class _Builder:
         out_base = self.base + self._bytes(m, k)
         st = Step(name, "gemm", m, m, self.base, out_base, w16=w16)
         place = Placement(self.base, out_base)
-        for x, y in self._tiles(st):
+        for x, y in self._tiles():
             st.programs[x, y] = pe_program(m, x, y, place)
         st.streams = weight_streams(m, w16)
         st.predicted = int(predict(m, nonzero_counts(m, w16), perf_params()).cycles)
@@ -138,17 +138,14 @@ class _Builder:
         for name, kind, make in (("attn.softmax", "attn_scores", A.scores_program),
                                  ("attn.av", "attn_values", A.values_program)):
             st = Step(prefix + name, kind, lay, lay.out, self.base, lay.out.y_base(0, 0))
-            for x, y in self._tiles(st):
+            for x, y in self._tiles():
                 st.programs[x, y] = make(lay, x, y)[0]
             cmd = (BlockCommand.ATTN_SCORES if kind == "attn_scores"
                    else BlockCommand.ATTN_VALUES)
             st.streams = A._streams(lay, cmd)
             st.predicted = A.predict_attention_cycles(lay, kind[5:])
             if kind == "attn_scores":
-                st.extra_reads = {}
-                for x, y in self._tiles(st):
-                    tl = A.tile(lay, x, y)
-                    st.extra_reads[x, y] = (tl.p * FP16_BYTES, tl.keys * tl.tp // 2)
+                st.extra_reads = A.p_reads(lay)
             self.steps.append(st)
         self.base = lay.out.y_base(0, 0)
         return lay

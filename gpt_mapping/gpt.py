@@ -700,12 +700,6 @@ def _host_flops(name, config):
     }[name]
 
 
-#: Every operation is its own fabric run today: its input is loaded through the
-#: configuration path and its output read back (docs/gpt.md section 2). One fabric program
-#: per block, with the activations staying on the wafer, is the open part of issue 11.
-ONE_RUN_PER_OPERATION = True
-
-
 def _residency(index, fabric_attention=False, one_program=False):
     """Where a GEMM's input comes from and its output goes, and whether the layout would let
     the activations stay on the fabric (tokens on rows, features on columns).
@@ -740,7 +734,7 @@ def _residency(index, fabric_attention=False, one_program=False):
         why = (f"yes: the output layout (tokens on rows, features on columns) is "
                f"{nxt.name}'s input layout, and {', '.join(op.name for op in between)} keep "
                f"it")
-    separate = ONE_RUN_PER_OPERATION and not one_program
+    separate = not one_program           # each operation its own run: read back, loaded again
     if separate:
         why += ("; but every operation is its own fabric run here, so the output is read "
                 "back and loaded again")

@@ -140,17 +140,9 @@ def run(args):
         block = init_block(config, args.seed)
         weights = f"seeded (seed {args.seed})"
     x = load_input(args.input, config) if args.input else gpt.random_input(config, args.seed)
-    trace = getattr(args, "trace", None)
-    collector = None
-    if trace is not None:
-        from .traces import FabricTrace, check_trace_backend
-        check_trace_backend(trace, args.backend)
-        collector = FabricTrace(f"GPT block (n_embd {config.n_embd}, n_head "
-                                f"{config.n_head}, {config.tokens} tokens) on the "
-                                f"{fabric[0]} x {fabric[1]} RTL fabric")
-        backend = gpt.RtlBackend(trace=collector)
-    else:
-        backend = gpt.select_backend(args.backend)
+    trace, collector, backend = _backend(
+        args, f"GPT block (n_embd {config.n_embd}, n_head {config.n_head}, {config.tokens} "
+              f"tokens) on the {fabric[0]} x {fabric[1]} RTL fabric")
     print(f"GPT block: weights {weights}; input "
           f"{args.input or f'seeded (seed {args.seed})'}; backend {backend.name}",
           flush=True)
@@ -167,6 +159,18 @@ def run(args):
     rep["weights"] = weights
     rep["input"] = str(args.input) if args.input else f"seeded (seed {args.seed})"
     return rep, block_run
+
+
+def _backend(args, title):
+    """``(trace file, FabricTrace or None, backend)``: with ``--trace``, an RTL backend
+    that adds every fabric run to a timeline called ``title``."""
+    trace = getattr(args, "trace", None)
+    if trace is None:
+        return None, None, gpt.select_backend(args.backend)
+    from .traces import FabricTrace, check_trace_backend
+    check_trace_backend(trace, args.backend)
+    collector = FabricTrace(title)
+    return trace, collector, gpt.RtlBackend(trace=collector)
 
 
 def load_tokens(path, config, vocab):
@@ -222,17 +226,9 @@ def run_model_args(args, config, fabric):
     tokens = gpt_model.check_tokens(tokens, model)
     if args.generate:
         gpt_model.check_generate(tokens, args.generate, model)
-    trace = getattr(args, "trace", None)
-    collector = None
-    if trace is not None:
-        from .traces import FabricTrace, check_trace_backend
-        check_trace_backend(trace, args.backend)
-        collector = FabricTrace(f"GPT model ({args.n_layer} blocks, n_embd {config.n_embd}, "
-                                f"{config.tokens} tokens) on the {fabric[0]} x {fabric[1]} "
-                                f"RTL fabric")
-        backend = gpt.RtlBackend(trace=collector)
-    else:
-        backend = gpt.select_backend(args.backend)
+    trace, collector, backend = _backend(
+        args, f"GPT model ({args.n_layer} blocks, n_embd {config.n_embd}, {config.tokens} "
+              f"tokens) on the {fabric[0]} x {fabric[1]} RTL fabric")
     print(f"GPT model: {args.n_layer} blocks, vocabulary {args.vocab}, {model.block_size} "
           f"positions; weights {weights}; tokens {source}; backend {backend.name}",
           flush=True)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import gpt
 from .gpt import (BlockRun, GoldenBackend, OpRecord, OpSpec, f16_values, map_block,
                   round_f32_to_f16, select_backend)
-from .layout import GemmMapping, MappingError, PEConfig
+from .layout import GemmMapping, PEConfig
 from .model import GPT
 
 __all__ = ["check_tokens", "check_generate", "run_model", "torch_trace", "run_gpt_model",

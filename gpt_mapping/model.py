@@ -268,14 +268,18 @@ def load_block(path, config, prefix=""):
 
     The file is read with ``weights_only=True``: no code from it is executed.
     """
+    return block_from_state_dict(_read_state_dict(path), config, prefix)
+
+
+def _read_state_dict(path):
+    """A ``torch.save``-d dict of tensors, read with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"state dict file {path} does not exist")
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable files
         raise StateDictError(f"cannot read state dict file {path}: {exc}") from exc
-    return block_from_state_dict(state_dict, config, prefix)
 
 
 # --- the whole model -----------------------------------------------------------------------------
@@ -421,11 +425,4 @@ def gpt_from_state_dict(state_dict, config, n_layer, vocab, block_size=None):
 
 def load_gpt(path, config, n_layer, vocab):
     """:func:`gpt_from_state_dict` of a ``torch.save``-d file (read ``weights_only``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"state dict file {path} does not exist")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unreadable files
-        raise StateDictError(f"cannot read state dict file {path}: {exc}") from exc
-    return gpt_from_state_dict(state_dict, config, n_layer, vocab)
+    return gpt_from_state_dict(_read_state_dict(path), config, n_layer, vocab)

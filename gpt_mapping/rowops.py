@@ -174,6 +174,19 @@ class _Program:
     def emit(self, *lines):
         self.lines.extend(lines)
 
+    def assemble(self, data_base, where):
+        """The code (from byte 0, below the data) and the DSRs as configuration writes:
+        ``(config, program, source)``; :class:`MappingError` naming ``where`` (the tile and
+        the operation) when the code reaches ``data_base``."""
+        source = "\n".join(self.lines) + "\n"
+        program = assemble(source)
+        if program.end > data_base:
+            raise MappingError(f"{where} code needs {program.end} bytes, more than the "
+                               f"{data_base} reserved below the data")
+        out = [(0, list(program.words))]
+        out += [(R.dsr_addr(ident, pe=self.pe), words) for ident, words in self.dsrs.values()]
+        return out, program, source
+
     def launch(self, op, dst, a, b=None, rm="r0", note=""):
         names = [str(self.id(n)) if n is not None else "-" for n in (dst, a, b)]
         comment = f"    # {note}" if note else f"    # {dst} = {op} {a}{', ' + b if b else ''}"
@@ -237,15 +250,8 @@ def _assemble_tile(mapping, tile, prog, code_tasks, list_tasks):
     """The tile's configuration ``[(pe_address, [words])]``: code (from byte 0, below the
     data), DSRs, launch entries, task table, the stream colour's binding."""
     pe = prog.pe
-    source = "\n".join(prog.lines) + "\n"
-    program = assemble(source)
-    if program.end > mapping.pe.data_base:
-        raise MappingError(f"tile ({tile.x}, {tile.y}): the row operation's code needs "
-                           f"{program.end} bytes, more than the {mapping.pe.data_base} "
-                           f"reserved below the data")
-    out = [(0, list(program.words))]
-    for ident, words in prog.dsrs.values():
-        out.append((R.dsr_addr(ident, pe=pe), words))
+    out, program, source = prog.assemble(mapping.pe.data_base,
+                                         f"tile ({tile.x}, {tile.y}): the row operation's")
     bad = R.encode_entry(R.TensorOp.FMOV, R.DSR_NONE, pe=pe)
     entries = dict(list_tasks, bad=bad)
     tasks = {}
