@@ -80,9 +80,9 @@ def lockstep(session):
 
 @nox.session(python=PYTHON)
 def attention(session):
-    """Causal attention on the RTL fabric over 16 layouts: bits against the golden model,
-    FMACs against the unmasked pairs, cycles against the cycle model (tests/test_attention.py
-    runs three layouts); figures in docs/attention.md."""
+    """Causal attention on the RTL fabric over 30 layouts: bits against the golden model,
+    FMACs against the unmasked pairs, traffic against the keys' routes, cycles against the
+    cycle model (tests/test_attention.py runs six layouts); figures in docs/attention.md."""
     _install(session)
     session.run("python", "bench/attention.py", *session.posargs)
 

@@ -18,8 +18,9 @@ per-operation programs, unchanged. The block input and the residual stream ``x1`
 where they were written (everything later lies above them), and the residual adds read
 them there. The QKV GEMM's weight columns and bias are ordered head by head, so the
 attention finds q, k and v where it needs them (attention.md section 1). This needs every
-column to hold the same number of features of every activation and every row the same
-tokens (:func:`plan`'s :class:`MappingError` says which does not hold; the block then runs
+column to hold the same number of features of every activation and every row that holds
+tokens the same padded count ``T_pad`` (rows of 2 and 3 tokens qualify with 4 lanes;
+:func:`plan`'s :class:`MappingError` says which does not hold; the block then runs
 operation by operation).
 """
 
@@ -74,12 +75,15 @@ class BlockProgram:
 
 
 def _uniform(mapping, what):
+    """Every column the same features and every row holding tokens the same ``T_pad``
+    (so every tile of an activation has one size, and one base serves them all)."""
     k = {int(v) for v in mapping.features_per_column}
-    t = {int(v) for v in mapping.tokens_per_row}
+    t = {mapping.t_pad(y) for y in range(mapping.height) if mapping.tokens_per_row[y]}
     if len(k) != 1 or len(t) != 1:
         raise MappingError(f"one fabric program per block needs the same {what} features on "
-                           f"every column and tokens on every row; the split gives "
-                           f"{sorted(k)} features, {sorted(t)} tokens")
+                           f"every column and the same padded tokens (T_pad) on every row "
+                           f"with tokens; the split gives {sorted(k)} features, T_pad "
+                           f"{sorted(t)}")
 
 
 def _at(pe, base):
@@ -102,7 +106,7 @@ class _Builder:
 
     def _bytes(self, m, features):
         _uniform(m, features)
-        return int(m.features_per_column[0]) * m.t_pad(0) * FP16_BYTES
+        return int(m.features_per_column[0]) * int(m.t_pad_per_row.max()) * FP16_BYTES
 
     def row(self, name, kind, n, operand=None, operand_base=None, eps=None):
         m = row_mapping(self.t, n, self.width, self.height, _at(self.pe, self.base))
@@ -135,9 +139,10 @@ class _Builder:
     def attention(self, prefix, cfg):
         lay = A.attention_layout(cfg.n_embd, cfg.n_head, cfg.n_ctx, cfg.batch, self.width,
                                  self.height, _at(self.pe, self.base))
+        out_base = max(lay.out.y_base(0, y) for y in range(self.height))
         for name, kind, make in (("attn.softmax", "attn_scores", A.scores_program),
                                  ("attn.av", "attn_values", A.values_program)):
-            st = Step(prefix + name, kind, lay, lay.out, self.base, lay.out.y_base(0, 0))
+            st = Step(prefix + name, kind, lay, lay.out, self.base, out_base)
             for x, y in self._tiles():
                 st.programs[x, y] = make(lay, x, y)[0]
             cmd = (BlockCommand.ATTN_SCORES if kind == "attn_scores"
@@ -147,7 +152,7 @@ class _Builder:
             if kind == "attn_scores":
                 st.extra_reads = A.p_reads(lay)
             self.steps.append(st)
-        self.base = lay.out.y_base(0, 0)
+        self.base = out_base
         return lay
 
     def _add(self, st):

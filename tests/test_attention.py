@@ -15,6 +15,7 @@ from golden.nonlinear import KERNELS
 from gpt_mapping import attention as A
 from gpt_mapping.layout import MappingError
 from gpt_mapping.model import GPTConfig
+from rtl.router import Port
 
 
 def _qkv(t, c, seed=0):
@@ -77,14 +78,30 @@ def test_golden_attention_keys_in_order_fma_from_plus_zero():
 
 @pytest.mark.parametrize("args, message", [
     ((64, 4, 16, 2, 2, 4), "one head per column: n_head 4 on 2 columns"),
-    ((48, 4, 8, 2, 4, 3), "the same tokens on every row"),
-    ((64, 4, 16, 2, 4, 1), "whole rows: n_ctx 16 is not a multiple of the 32"),
     ((12, 4, 8, 1, 4, 2), "even head size, not 3"),
 ])
 def test_layout_conditions_are_named(args, message):
     with pytest.raises(MappingError) as exc:
         A.attention_layout(*args)
     assert message in str(exc.value)
+
+
+def test_uneven_rows_and_sequences_inside_rows_are_laid_out():
+    # 9 tokens (3 sequences of 3) on 4 rows: 2, 2, 2, 3 tokens; sequences start at tokens
+    # 3 (inside row 1) and 6 (row 3's first).
+    lay = A.attention_layout(16, 2, 3, 3, 2, 4)
+    assert lay.tokens_per_row == (2, 2, 2, 3) and lay.rows_per_sequence == 2
+    t1 = A.tile(lay, 0, 1)
+    assert (t1.first_key, t1.recv, t1.keys, t1.qa, t1.segments) == (0, 2, 4, 1, ((0, 1), (1, 2)))
+    assert not t1.fwd_recv and t1.fwd_from == 1        # row 2 needs only token 3
+    t3 = A.tile(lay, 0, 3)
+    assert (t3.recv, t3.fwd_from) == (0, 3)            # a new sequence, the last row
+    # A row without tokens passes the keys on: 2 tokens on 4 rows are rows 1 and 3.
+    lay = A.attention_layout(16, 2, 2, 1, 2, 4)
+    assert lay.tokens_per_row == (0, 1, 0, 1)
+    routes = {(y, port) for x, y, port, color, mask in A.kv_routes(lay) if x == 0}
+    assert routes == {(1, Port.RAMP), (2, Port.N), (3, Port.N)}
+    assert A.scores_program(lay, 0, 0) == ([], "")
 
 
 def test_a_tile_that_does_not_fit_is_named():
@@ -128,7 +145,10 @@ def _fmac_steps(name):
 @pytest.mark.parametrize("case", [
     (16, 2, 4, 2, 2),        # one row per sequence: no keys travel
     (16, 2, 6, 1, 2),        # two rows, 3 tokens per row (padding), one block forwarded
-    (32, 4, 8, 1, 4),        # four rows per sequence: blocks stored and forwarded
+    (32, 4, 8, 1, 4),        # four rows per sequence: keys stored and forwarded
+    (32, 4, 5, 2, 4),        # rows of 2, 3, 2, 3 tokens, the second sequence from row 2
+    (16, 2, 3, 3, 4),        # rows of 2, 2, 2, 3: a sequence starts inside row 1
+    (16, 2, 2, 1, 4),        # rows of 0, 1, 0, 1: row 2 passes the keys on
 ])
 def test_attention_on_the_rtl_fabric(case):
     c, h, n, b, rows = case
@@ -140,21 +160,27 @@ def test_attention_on_the_rtl_fabric(case):
     assert np.array_equal(probs.view(np.uint16), gp), "probabilities not bit-exact"
     att, cv = A.run_values_rtl(lay, gp.view(np.float16), qkv)
     assert np.array_equal(att.view(np.uint16), ga), "P V not bit-exact"
-    d, t, m = lay.head_dim, lay.tokens_per_row, lay.rows_per_sequence
-    tp = lay.qkv.t_pad(0)
+    d = lay.head_dim
     pairs = b * h * n * (n + 1) // 2
     # Only the unmasked pairs are multiplied: P V's FMAC lanes are exactly d per pair; the
-    # scores' are d per pair plus the exp and reciprocal kernels' own FMACs.
+    # scores' are d per pair plus the exp and reciprocal kernels' own FMACs, over each
+    # row's keys (its sequence's tokens from the rows above, and its own) x T_pad.
     assert cv["fmac_lane_ops"] == d * pairs
-    kernels = sum(_fmac_steps("exp") * (r + 1) * t * tp + _fmac_steps("reciprocal") * t
-                  for r in range(m)) * h * (rows // m)
-    assert cs["fmac_lane_ops"] == d * pairs + kernels
-    # Keys go south only, each row receiving the blocks of the rows above (the command
-    # wavelet of each column's stream passes south too, once per row but the last).
+    bounds = lay.qkv.token_bounds
+    kernels = 0
+    for y in range(rows):
+        t = int(bounds[y + 1] - bounds[y])
+        if t:
+            keys = t + int(bounds[y]) % n
+            kernels += _fmac_steps("exp") * keys * lay.qkv.t_pad(y) + _fmac_steps("reciprocal") * t
+    assert cs["fmac_lane_ops"] == d * pairs + h * kernels
+    # Keys go south only, each from its row to the row of its sequence's last token (the
+    # command wavelet of each column's stream passes south too, once per row but the last).
     ports = np.asarray(cs["router_port_wavelets"])          # [H, W, 5]: N E S W RAMP
     assert ports[..., 0].sum() == 0
-    per_sequence = sum(range(m)) * t * d
-    assert ports[..., 2].sum() == h * (rows // m) * per_sequence + h * (rows - 1)
+    row = np.searchsorted(bounds, np.arange(n * b), side="right") - 1
+    last = (np.arange(n * b) // n + 1) * n - 1
+    assert ports[..., 2].sum() == d * h * (row[last] - row).sum() + h * (rows - 1)
     for op, counters in (("scores", cs), ("values", cv)):
         measured, predicted = counters["cycles"], counters["predicted_cycles"]
         assert predicted == A.predict_attention_cycles(lay, op)

@@ -56,6 +56,21 @@ def test_a_block_whose_attention_runs_on_the_host_is_not_one_program():
         block_program.plan(mapped, FABRIC, PEConfig(), lay)
 
 
+def test_rows_of_one_padded_size_are_one_program_and_of_two_are_not():
+    # 5 tokens on 2 rows (2 and 3, both T_pad 4): one program, the attention's output
+    # where every row's tiles put it; 9 tokens (4 and 5: T_pad 4 and 8): refused, named.
+    prog, _ = _plan(GPTConfig(n_embd=16, n_head=2, n_ctx=5, batch=1))
+    att = next(s for s in prog.steps if s.name == "attn.av")
+    assert att.out_base == max(att.out.y_base(0, y) for y in range(2))
+    mapped = gpt.map_block(init_block(GPTConfig(n_embd=16, n_head=2, n_ctx=9, batch=1), 0), 0.0)
+    lay, _ = gpt.attention_placement(mapped.config, FABRIC, PEConfig())
+    assert lay is not None                       # the attention itself takes uneven rows
+    with pytest.raises(MappingError, match=r"same padded tokens \(T_pad\) on every row "
+                                           r"with tokens; the split gives \[8\] features, "
+                                           r"T_pad \[4, 8\]"):
+        block_program.plan(mapped, FABRIC, PEConfig(), lay)
+
+
 def test_golden_backend_reports_one_run_per_operation():
     run, _ = gpt.run_gpt(init_block(CFG, 0), gpt.random_input(CFG, 1), FABRIC, "golden")
     assert run.program == {"one_program": False,

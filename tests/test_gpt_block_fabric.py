@@ -1,7 +1,8 @@
 """The whole block on the RTL fabric across layouts: 2 x 2 and 4 x 4, batch 1 and 2, dense
-and sparse, tokens per row with padding, a token count the rows cannot share evenly (the
-attention then on the host, and the report says why), and causality: changing the tokens
-after position t leaves every output up to t bit-identical."""
+and sparse, tokens per row with padding, token counts the rows cannot share evenly and
+sequences that start inside a row, a head count the layout cannot place (the attention
+then on the host, and the report says why), and causality: changing the tokens after
+position t leaves every output up to t bit-identical."""
 
 import numpy as np
 import pytest
@@ -29,13 +30,25 @@ def test_every_operation_on_the_fabric_bit_exact(cfg, fabric, sparsity):
     assert rep["where"]["host"] == [] and rep["fabric_program"]["one_program"]
 
 
-def test_tokens_the_rows_cannot_share_run_the_attention_on_the_host():
-    cfg = GPTConfig(n_embd=16, n_head=2, n_ctx=5, batch=1)          # rows of 2 and 3 tokens
+@pytest.mark.parametrize("cfg, fabric", [
+    (GPTConfig(n_embd=16, n_head=2, n_ctx=5, batch=1), (2, 2)),     # rows of 2 and 3 tokens
+    (GPTConfig(n_embd=32, n_head=4, n_ctx=5, batch=2), (4, 4)),     # 2, 3, 2, 3: sequence 1
+    (GPTConfig(n_embd=32, n_head=4, n_ctx=3, batch=3), (4, 4)),     # starts inside row 1
+])
+def test_tokens_the_rows_cannot_share_evenly_still_run_as_one_program(cfg, fabric):
+    run, _ = gpt.run_gpt(init_block(cfg, 2), gpt.random_input(cfg, 3), fabric, "rtl")
+    _check(run)
+    rep = report.build_report(run)
+    assert rep["where"]["host"] == [] and rep["fabric_program"]["one_program"]
+
+
+def test_heads_the_columns_cannot_hold_run_the_attention_on_the_host():
+    cfg = GPTConfig(n_embd=16, n_head=4, n_ctx=4, batch=1)          # 4 heads on 2 columns
     run, _ = gpt.run_gpt(init_block(cfg, 2), gpt.random_input(cfg, 3), (2, 2), "rtl")
     _check(run)
     rep = report.build_report(run)
     assert rep["where"]["host"] == ["attn.softmax", "attn.av"]
-    assert "the same tokens on every row" in run.op("attn.softmax").mapping["on_host_because"]
+    assert "one head per column" in run.op("attn.softmax").mapping["on_host_because"]
     assert not rep["fabric_program"]["one_program"]
     assert "needs the attention on the fabric" in rep["fabric_program"]["why"]
 
