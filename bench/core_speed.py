@@ -109,7 +109,7 @@ def core_alone_verilog(with_core=True):
     (``with_core=False``: the same top around a stand-in without logic)."""
     from amaranth import Module, Signal
     from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out, flipped
+    from amaranth.lib.wiring import In, Out
     from rtl.export import to_verilog
     from rtl.pe.core import Core
     from tb.core_top import _NoCore

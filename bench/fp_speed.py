@@ -492,8 +492,8 @@ def main(argv=None):
             row += f" {t.instructions_per_cycle:,.0f} | {over} |"
         print(row)
     if args.baseline:
-        print(f"\n| target | speed-up (cycles per CPU second) | instructions ratio | "
-              f"same results |")
+        print("\n| target | speed-up (cycles per CPU second) | instructions ratio | "
+              "same results |")
         print("|---|---|---|---|")
         for name in names:
             before, after = targets[(name, args.baseline)], targets[(name, None)]

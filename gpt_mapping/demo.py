@@ -9,7 +9,6 @@ the GPT-layer mapping provides. New demos are entries of :data:`DEMOS`.
 """
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path

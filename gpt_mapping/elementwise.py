@@ -22,7 +22,6 @@ import functools
 
 import numpy as np
 
-from golden.nonlinear import KERNELS
 from gpt_mapping.fabric_run import pe_params
 from gpt_mapping.kernels import embed_kernel, predict_cycles
 from gpt_mapping.layout import FP16_BYTES, MappingError

@@ -326,8 +326,8 @@ def format_report(report):
         f"fabric operations (measured runs); non-GEMM fabric operations: "
         f"{tot['non_gemm_cycles']:,} of {tot['fabric_cycles']:,} cycles "
         f"({tot['non_gemm_share']:.1%})",
-        f"biases and LayerNorm parameters: FP16, streamed with their layer, applied on the "
-        f"fabric",
+        "biases and LayerNorm parameters: FP16, streamed with their layer, applied on the "
+        "fabric",
     ]
     line = _program_line(report.get("fabric_program"))
     if line:

@@ -34,7 +34,7 @@ import numpy as np
 
 from golden import fp
 from golden.fabric_ops import LN_EPS, check_bounds
-from gpt_mapping.fabric_run import (_PE_COUNTERS, Placement, _check_errors, _check_routes,
+from gpt_mapping.fabric_run import (Placement, _check_errors, _check_routes,
                                     _clear_counters, _decode, _readback, fabric_build,
                                     gemm_routes, pe_params)
 from gpt_mapping.kernels import embed_kernel

@@ -32,8 +32,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from rtl.pe import isa
-from rtl.pe.core import Core, TaskControl
-from rtl.pe.regs import CoreStatus, LaunchRequest
+from rtl.pe.core import Core
+from rtl.pe.regs import CoreStatus
 
 __all__ = ["CoreTop", "Region", "LOG_BITS", "TRACE_BITS", "LOGS", "csr_value", "core_verilog"]
 

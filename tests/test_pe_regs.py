@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 
 from golden import fp
 from rtl.pe.pe import PE, compact_memory_init
-from rtl.pe.regs import (DSR, DSR_NONE, DSR_WAVELET, Counter, DType, ErrorCode, HostTrigger,
+from rtl.pe.regs import (DSR, DSR_WAVELET, Counter, DType, ErrorCode, HostTrigger,
                          Kind, LaunchEntry, LaunchRequest, Reg, TensorOp, acc_addr,
                          counter_addr, decode_error, decode_fields, dsr_addr, encode_bind,
                          encode_dsr, encode_entry, encode_fields, encode_trigger, entry_addr,
