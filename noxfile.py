@@ -88,6 +88,15 @@ def attention(session):
 
 
 @nox.session(python=PYTHON)
+def gemm_interleave(session):
+    """Interleaved outputs on the RTL: the demo block's GEMMs and the benchmark GEMM with 1,
+    2 and 4 outputs interleaved, dense and sparse (tests/test_gemm_interleave.py runs five
+    cases); figures in docs/gemm.md section 9."""
+    _install(session)
+    session.run("python", "bench/gemm_interleave.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def zero_filter(session):
     """The zero filter at the sender: a PE-to-PE stream at 0 to 95 % zeros on the RTL
     (tests/test_zero_filter.py runs two cases); figures in docs/pe.md section 12."""

@@ -282,11 +282,16 @@ def pe_program(mapping, x, y, place):
     D = DSR_IDS
     vec = ((t_y, 1),)
     y_adv = n_x if 0 < n_x < (1 << R.LEN_BITS) else 0
+    # Interleaved outputs: the weight's index is k_local * I + slot; X takes its high part
+    # (the feature), the accumulators its low part (the slot, one buffer per output of
+    # the group, on top of the group's base that the reductions advance).
+    shift = mapping.interleave.bit_length() - 1
     dsrs = {
         "acc": R.encode_dsr(R.Kind.ACC, dtype=R.DType.FP32, base=0, dims=vec,
-                            adv_step=t_pad, adv_count=buffers),
+                            adv_step=t_pad, adv_count=buffers,
+                            **({"idx_stride": t_pad, "idx_width": shift} if shift else {})),
         "x": R.encode_dsr(R.Kind.MEM, base=place.x_base // FP16_BYTES, dims=vec,
-                          idx_stride=t_pad),
+                          idx_stride=t_pad, idx_shift=shift),
         "red_in": R.encode_dsr(R.Kind.FIN, dtype=R.DType.FP32, color=colors.reduce, dims=vec,
                                pe=pe),
         "red_out": R.encode_dsr(R.Kind.FOUT, dtype=R.DType.FP32, color=colors.reduce,
@@ -301,8 +306,8 @@ def pe_program(mapping, x, y, place):
     }
     L = _launch
     take_acc = dict(clear_a=True, adv=("a",), prio=PRIO_REDUCE)
-    fmac = L(R.TensorOp.FMAC, D["acc"], D["acc"], D["x"], R.DSR_WAVELET, idx=("b",),
-             prio=PRIO_FMAC)
+    fmac = L(R.TensorOp.FMAC, D["acc"], D["acc"], D["x"], R.DSR_WAVELET,
+             idx=("dst", "a", "b") if shift else ("b",), prio=PRIO_FMAC)
     # An invalid command: a launch without a destination, which the PE refuses with
     # BAD_OPERAND (info: DSR_NONE).
     bad = L(R.TensorOp.FMOV, R.DSR_NONE)

@@ -22,6 +22,7 @@ control core. The golden backend runs no hardware: ``--trace`` with it is an err
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -58,6 +59,10 @@ def build_parser():
     parser.add_argument("--trace", type=Path, metavar="FILE",
                         help="rtl backend: also write the run's timeline (trace-event JSON "
                              "for https://ui.perfetto.dev, docs/timeline.md)")
+    parser.add_argument("--interleave", type=int, default=1, metavar="I",
+                        help="interleave the weight streams of I outputs (1, 2, 4, 8; "
+                             "docs/gemm.md section 9): the same bits, the FMA latency hidden "
+                             "(default 1: the plain layout)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -72,16 +77,19 @@ def _load(path, name):
 
 
 def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, params=None,
-             trace=None):
+             trace=None, interleave=1):
     """Validate, map and run Y = X W on ``backend``; return ``(y16, report)``.
 
     The report is a JSON-ready dict (see docs/gemm.md, "The report"). ``trace``: a file for
-    the run's timeline (rtl only; docs/timeline.md).
+    the run's timeline (rtl only; docs/timeline.md). ``interleave``: the mapping's
+    interleaved outputs (SPEC 7; the bits are the same for every value).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     check_trace_backend(trace, backend)
     mapping = map_gemm(x16, w16, width, height, pe=pe)
+    if interleave != 1:
+        mapping = dataclasses.replace(mapping, interleave=interleave)
     nonzero = nonzero_counts(mapping, w16)
     estimate = predict(mapping, nonzero, params)
     tokens = mapping.tokens
@@ -176,7 +184,8 @@ def main(argv=None):
         check_trace_backend(args.trace, backend)
         print(f"backend: {backend}")
         y16, report = run_gemm(x16, w16, width, height, backend=backend,
-                               progress=not args.no_progress, trace=args.trace)
+                               progress=not args.no_progress, trace=args.trace,
+                               interleave=args.interleave)
     except MappingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

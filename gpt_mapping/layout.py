@@ -275,6 +275,11 @@ class GemmMapping:
     height: int
     pe: PEConfig = field(default_factory=PEConfig)
     colors: ColorPlan = field(default_factory=ColorPlan)
+    #: Interleaved outputs (SPEC 7's first freedom, docs/gemm.md section 9): the streams of
+    #: ``interleave`` consecutive outputs alternate weight by weight (per output k stays
+    #: ascending), each into its own accumulators, so the FMA latency of one output hides
+    #: behind the others. 1, 2, 4 or 8; 1 is the plain layout.
+    interleave: int = 1
 
     def __post_init__(self):
         self.validate()
@@ -423,7 +428,17 @@ class GemmMapping:
         if not isinstance(self.colors, ColorPlan):
             raise TypeError(f"colors must be a ColorPlan, not {self.colors!r}")
 
+        il = self.interleave
+        if not isinstance(il, (int, np.integer)) or isinstance(il, bool) \
+                or il not in (1, 2, 4, 8):
+            raise MappingError(f"interleave must be 1, 2, 4 or 8 outputs, not {il!r}")
         k_x = self.features_per_column
+        if il > 1 and k_x.max() * il > (1 << INDEX_BITS):
+            x = int(np.argmax(k_x))
+            raise MappingError(
+                f"column {x} holds K_x = {int(k_x[x])} features: interleaving {il} outputs "
+                f"puts the slot in the wavelet index's low bits, which leaves "
+                f"{(1 << INDEX_BITS) // il} features; interleave less or use more columns")
         if k_x.max() > (1 << INDEX_BITS):
             x = int(np.argmax(k_x))
             kr = self.feature_range(x)
@@ -439,12 +454,13 @@ class GemmMapping:
                                f"{DATA_BITS}-bit command argument can name")
 
         t_pad = self.t_pad_per_row
-        need = self.pe.accumulator_buffers * t_pad
+        need = max(self.pe.accumulator_buffers, il) * t_pad
         if need.max() > self.pe.accumulator_words:
             y = int(np.argmax(need))
             raise MappingError(
                 f"row {y} has T_y = {int(self.tokens_per_row[y])} tokens per PE (T_pad "
-                f"{int(t_pad[y])}): {self.pe.accumulator_buffers} accumulator buffers need "
+                f"{int(t_pad[y])}): {max(self.pe.accumulator_buffers, il)} accumulator "
+                f"buffers need "
                 f"{int(need[y])} FP32 words, the accumulator cache holds "
                 f"{self.pe.accumulator_words}; use a taller fabric "
                 f"(>= {self._rows_needed()} rows)")
@@ -487,6 +503,7 @@ class GemmMapping:
             "features_per_column": [int(k_x.min()), int(k_x.max())],
             "outputs_per_column": [int(n_x.min()), int(n_x.max())],
             "colors": self.colors.as_dict(),
+            **({"interleave": int(self.interleave)} if self.interleave > 1 else {}),
             "worst_tile": {"x": worst.x, "y": worst.y, "sram_bytes_used": worst.total_bytes,
                            "sram_bytes": worst.sram_bytes,
                            "accumulator_words_used": worst.accumulator_words,

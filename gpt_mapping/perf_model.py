@@ -212,9 +212,15 @@ def accumulator_buffers(mapping, params=None):
     :attr:`PerfParams.max_accumulator_buffers`); ``gpt_mapping.fabric_run`` uses this rule."""
     params = params or PerfParams()
     least = mapping.pe.accumulator_buffers
+    il = mapping.interleave
+    t_pad = int(mapping.t_pad_per_row.max())
+    if il > 1:
+        # Interleaved outputs: a whole number of groups of ``il`` buffers (the slot is added
+        # to the group's base, which does not wrap), two groups when they fit.
+        fits = mapping.pe.accumulator_words // t_pad if t_pad else 2 * il
+        return max(il, min(2 * il, fits) // il * il)
     if params.max_accumulator_buffers == 0:
         return least
-    t_pad = int(mapping.t_pad_per_row.max())
     fits = mapping.pe.accumulator_words // t_pad if t_pad else params.max_accumulator_buffers
     return max(least, min(params.max_accumulator_buffers, fits))
 
@@ -242,6 +248,30 @@ def _role_threads(t_y, lanes, p):
         # one column: FMOV y_w <- acc (clear_a), 4 lanes, one line per issue
         "single": reduction_thread(t_y, p, lanes=lanes, clear_pairs=False),
     }
+
+
+def _interleaved_chain(nz, il, g, latency):
+    """[N, width]: the FMAC chain of each group of ``il`` outputs at its first output (0 at
+    the others). Round r issues the r-th weight of every output that has one, so with the
+    counts sorted d_1 >= d_2 >= ..., the rounds where j outputs remain cost ``max(j g,
+    latency)`` each (an output's next FMAC reads what its previous one wrote)."""
+    n_out, width = nz.shape
+    out = np.zeros_like(nz)
+    for first in range(0, n_out, il):
+        d = -np.sort(-nz[first:first + il], axis=0)                   # [<= il, width]
+        d = np.vstack([d, np.zeros((1, width), dtype=d.dtype)])
+        j = np.arange(1, d.shape[0])[:, None]
+        out[first] = ((d[:-1] - d[1:]) * np.maximum(j * g, latency)).sum(axis=0)
+    return out
+
+
+def _group_sum(a, il):
+    """[N, width]: the sums over each group of ``il`` outputs at its first output."""
+    a = np.asarray(a)
+    out = np.zeros(a.shape, dtype=np.int64)
+    for first in range(0, a.shape[0], il):
+        out[first] = a[first:first + il].sum(axis=0)
+    return out
 
 
 def predict(mapping, nonzero, params=None):
@@ -319,6 +349,15 @@ def predict(mapping, nonzero, params=None):
     launches = np.broadcast_to(launches, (outputs, width))
 
     chain = nz * cycles_per_weight
+    il = mapping.interleave
+    if il > 1:
+        latency = max(p.pipeline_latency, p.inject_interval)
+        chain = _interleaved_chain(nz, il, g, latency)
+        if il * g <= latency:
+            # No slack in the rounds: every issue of the group's reductions delays the
+            # chain by its own cycle and by the cycle a blocked FMAC pick then wastes
+            # (the scheduler picks a thread before it sees the pending write).
+            chain = chain + 2 * _group_sum(red_issues, il)
     datapath = nz * g + red_issues
     if p.code_task_latency:
         command = p.task_interval - 1 + p.code_task_latency + launches
@@ -326,6 +365,11 @@ def predict(mapping, nonzero, params=None):
         command = p.task_interval + launches - 1
     launcher = nz * p.task_interval + command
     ramp_in = (nz + 1) * p.inject_interval + ramp_waves
+    if il > 1:
+        # A group of il outputs is one step: its weights alternate, so the resources add up
+        # over the group (the chain already is the group's), charged to its first output.
+        datapath, launcher, ramp_in = (_group_sum(a, il) for a in (datapath, launcher,
+                                                                   ramp_in))
     pe_step = np.maximum(np.maximum(chain, datapath), launcher)
     step = np.maximum(pe_step, ramp_in)
     column_busy = step.sum(axis=0)
@@ -351,7 +395,10 @@ def predict(mapping, nonzero, params=None):
     base = np.empty(width, dtype=np.int64)
     for n in range(outputs):
         free = freed[n % buffers]
-        np.maximum(fmac_done, free, out=fmac_done)
+        if n % il == 0:
+            # the group's FMACs start when all its buffers are free
+            for b in range(n, min(n + il, outputs)):
+                np.maximum(fmac_done, freed[b % buffers], out=fmac_done)
         fmac_done += step[n]
         # base = max(FMACs written back, reduction of n - 1 retired), minus the hop offset
         if n:

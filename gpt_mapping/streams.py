@@ -127,9 +127,36 @@ def column_stream(mapping, w16, column):
     owner = mapping.owner_column(n)
     command = np.where(owner == column, int(ReductionCommand.FINAL_SUM),
                        int(ReductionCommand.PARTIAL_SUM))
-    words[np.cumsum(per_n) + n] = pack_array(
-        data=mapping.n_local(n), index=command, ctrl=1, color=color)
+    commands = pack_array(data=mapping.n_local(n), index=command, ctrl=1, color=color)
+    if mapping.interleave > 1:
+        return _interleaved(mapping, bits, mask, commands, color)
+    words[np.cumsum(per_n) + n] = commands
     return words
+
+
+def _interleaved(mapping, bits, mask, commands, color):
+    """The stream with ``interleave`` outputs at a time (SPEC 7's interleaved outputs):
+    their weights alternate, round by round (round r: the r-th non-zero of each output of
+    the group that has one, outputs ascending), each with index ``k_local * I + slot``;
+    then the group's commands, outputs ascending."""
+    il = mapping.interleave
+    out = []
+    for first in range(0, mapping.outputs, il):
+        group = range(first, min(first + il, mapping.outputs))
+        ks = [np.flatnonzero(mask[n]) for n in group]
+        rounds = max((len(k) for k in ks), default=0)
+        n_of, k_of = [], []
+        for r in range(rounds):
+            for slot, k in enumerate(ks):
+                if r < len(k):
+                    n_of.append(first + slot)
+                    k_of.append(int(k[r]))
+        if n_of:
+            n_of, k_of = np.array(n_of), np.array(k_of)
+            out.append(pack_array(data=bits[n_of, k_of], index=k_of * il + (n_of - first),
+                                  ctrl=0, color=color))
+        out.append(commands[first:first + il])
+    return np.concatenate(out).astype(np.uint32)
 
 
 def weight_streams(mapping, w16):

@@ -377,9 +377,12 @@ class ChainCase:
             if rng.random() < 0.3:
                 adv = dict(adv_step=int(rng.integers(1, 9)), adv_count=int(rng.integers(0, 4)))
             idx_stride = int(rng.integers(0, 9)) if rng.random() < 0.3 else 0
+            split = {}
+            if idx_stride and rng.random() < 0.5:       # a field of the index (interleave)
+                split = dict(idx_shift=int(rng.integers(0, 4)), idx_width=int(rng.integers(0, 4)))
             start = int(rng.integers(0, CHAIN_POOL_SIZE // esz - span + 1))
             cfg.dsr(ident, Kind.MEM, dtype=dtype, base=CHAIN_POOL + (start + first) * esz,
-                    dims=dims, idx_stride=idx_stride, **adv)
+                    dims=dims, idx_stride=idx_stride, **adv, **split)
             mems.append(ident)
             ident += 1
         for _ in range(3):                                  # accumulator-cache tensors
@@ -389,6 +392,9 @@ class ChainCase:
             if rng.random() < 0.3:
                 adv = dict(adv_step=int(rng.choice([4, 8, 16])), adv_count=2)
             start = int(rng.integers(0, 32 - span + 1))
+            if rng.random() < 0.3:                      # the accumulator slot of the index
+                adv.update(idx_stride=int(rng.choice([2, 4, 8])),
+                           idx_width=int(rng.integers(1, 3)))
             cfg.dsr(ident, Kind.ACC, dtype=DType.FP32, base=start + first, dims=dims, **adv)
             accs.append(ident)
             ident += 1

@@ -255,7 +255,11 @@ class PEModel:
             return op
         off = 0
         if e["idx"] & {"dst": 1, "a": 2, "b": 4}[role]:
-            off += index * f["idx_stride"]
+            part = index >> (f["fifo_size"] & 0xF)              # idx_shift, idx_width
+            width = (f["fifo_size"] >> 4) & 0xF
+            if width:
+                part &= (1 << width) - 1
+            off += part * f["idx_stride"]
         off += f["pos"] * f["adv_step"]
         base = f["base"] + off * esz
         if dtype == DType.FP32 and kind == Kind.MEM and base % 2:

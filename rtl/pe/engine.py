@@ -715,7 +715,13 @@ class TensorEngine(wiring.Component):
         base0, fsize, dpos, dcount = dsr.base, dsr.fifo_size, dsr.pos, dsr.count
 
         idx_on = req.launch.idx[index]
-        idx_off = Mux(idx_on, req.index * dsr.idx_stride, 0)
+        # MEM / ACC: the index's field (index >> shift) & (2^width - 1), width 0 = all of it
+        # (bits 0..3 and 4..7 of fifo_size, a FIFO-only field; regs.encode_dsr).
+        idx_val = req.index >> dsr.fifo_size[0:4]
+        idx_width = dsr.fifo_size[4:8]
+        idx_val = Mux(idx_width == 0, idx_val,
+                      idx_val & ((Const(1, 11) << idx_width) - 1)[:10])
+        idx_off = Mux(idx_on, idx_val * dsr.idx_stride, 0)
         adv_off = Mux(kind_is(kind, "MEM", "ACC"), dpos * dsr.adv_step, 0)
         # FIFO position: the read position (source) or the write position (destination).
         wpos = dpos + dcount

@@ -592,7 +592,8 @@ def _check_task_id(name, value, pe):
 
 def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
                adv_step=0, adv_count=0, color=0, ctrl=0, out_index=0, value=0,
-               fifo_size=0, pos=0, count=0, filter_zeros=False, pe=None):
+               fifo_size=0, pos=0, count=0, filter_zeros=False, idx_shift=0, idx_width=0,
+               pe=None):
     """The 8 words of a data-structure register.
 
     Parameters
@@ -618,6 +619,12 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
         SCALAR: the raw FP16 or FP32 bits.
     fifo_size : int
         FIFO: capacity in elements. ``pos``/``count`` preset the read position/occupancy.
+    idx_shift, idx_width : int
+        MEM / ACC, index-offset mode: the part of the trigger's index the offset uses,
+        ``(index >> idx_shift) & (2**idx_width - 1)`` (``idx_width`` 0: all of it), so that
+        one index can name two things, e.g. a feature in its high bits for X and an
+        accumulator slot in its low bits (the interleaved outputs of SPEC 7). Encoded in
+        bits 0..3 and 4..7 of ``fifo_size``, a field MEM and ACC do not otherwise use.
     filter_zeros : bool
         FOUT, FP16 only: the zero filter (seed 002: "the sender filters all zeros"): +0 and
         -0 are not sent, every other element goes with its index in the stream (mod 1024)
@@ -641,6 +648,14 @@ def encode_dsr(kind, *, dtype=DType.FP16, base=0, dims=((1, 1),), idx_stride=0,
             raise ValueError(f"the zero filter is for FP16 FOUT streams, not {kind.name} "
                              f"{dtype.name}")
         fifo_size = 1
+    if idx_shift or idx_width:
+        if kind not in (Kind.MEM, Kind.ACC):
+            raise ValueError(f"idx_shift / idx_width are for MEM and ACC tensors, not "
+                             f"{kind.name}")
+        for name, v in (("idx_shift", idx_shift), ("idx_width", idx_width)):
+            if not 0 <= v < 16:
+                raise ValueError(f"{name} must be 0..15, not {v}")
+        fifo_size = idx_shift | idx_width << 4
     fields = {"kind": kind, "dtype": dtype, "ctrl": ctrl, "color": color,
               "out_index": out_index, "adv_count": adv_count, "adv_step": adv_step,
               "fifo_size": fifo_size, "pos": pos, "count": count}
