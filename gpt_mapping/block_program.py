@@ -35,7 +35,7 @@ from gpt_mapping.fabric_run import (Placement, _check_errors, _check_routes, _cl
                                     _decode, _readback, fabric_build, gemm_routes, perf_params,
                                     pe_program)
 from gpt_mapping.layout import FP16_BYTES, GemmMapping, MappingError
-from gpt_mapping.perf_model import predict
+from gpt_mapping.perf_model import choose_interleave, predict
 from gpt_mapping.elementwise import predict_elementwise_cycles
 from gpt_mapping.rowops import layernorm_program, predict_row_cycles, row_mapping, row_streams
 from gpt_mapping.streams import BlockCommand, nonzero_counts, weight_streams
@@ -124,8 +124,9 @@ class _Builder:
         return self._add(st)
 
     def gemm(self, name, k, n, w16):
-        m = GemmMapping(tokens=self.t, features=k, outputs=n, width=self.width,
-                        height=self.height, pe=_at(self.pe, self.base))
+        m = choose_interleave(GemmMapping(tokens=self.t, features=k, outputs=n,
+                                          width=self.width, height=self.height,
+                                          pe=_at(self.pe, self.base)), w16, perf_params())
         _uniform(row_mapping(self.t, n, self.width, self.height, self.pe), n)
         out_base = self.base + self._bytes(m, k)
         st = Step(name, "gemm", m, m, self.base, out_base, w16=w16)

@@ -545,13 +545,16 @@ def predict_block_cycles(block, fabric, sparsity=0.0, pe=None, params=None):
     """Predicted fabric cycles ``{gemm name: cycles}`` of ``block`` pruned to ``sparsity``,
     without running anything: the dense baseline of a sparse run's speed-up."""
     from .layout import GemmMapping, PEConfig
-    from .perf_model import predict_from_weights
+    from .perf_model import choose_interleave, predict_from_weights
     mapped = map_block(block, sparsity)
     cfg, (width, height) = mapped.config, fabric
-    return {name: int(predict_from_weights(
-                GemmMapping(tokens=cfg.tokens, features=layer.k, outputs=layer.n, width=width,
-                            height=height, pe=pe or PEConfig()), layer.w16, params).cycles)
-            for name, layer in mapped.linears.items()}
+    out = {}
+    for name, layer in mapped.linears.items():
+        m = choose_interleave(GemmMapping(tokens=cfg.tokens, features=layer.k,
+                                          outputs=layer.n, width=width, height=height,
+                                          pe=pe or PEConfig()), layer.w16, params)
+        out[name] = int(predict_from_weights(m, layer.w16, params).cycles)
+    return out
 
 
 #: Keys of the RTL counters dict read by :func:`counters_to_stats` (besides ``cycles``).
@@ -786,8 +789,11 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
         raise ValueError(f"block input must be float16 [{cfg.batch}, {cfg.n_ctx}, "
                          f"{cfg.n_embd}], got {x16.dtype} {list(x16.shape)}")
     width, height = fabric
-    mappings = {name: GemmMapping(tokens=cfg.tokens, features=layer.k, outputs=layer.n,
-                                  width=width, height=height, pe=pe or PEConfig())
+    from .perf_model import choose_interleave
+    mappings = {name: choose_interleave(GemmMapping(tokens=cfg.tokens, features=layer.k,
+                                                    outputs=layer.n, width=width,
+                                                    height=height, pe=pe or PEConfig()),
+                                        layer.w16)
                 for name, layer in mapped.linears.items()}
     row_maps = _fabric_op_mappings(cfg, fabric, pe or PEConfig())
     att_layout, att_why = attention_placement(cfg, fabric, pe or PEConfig())

@@ -45,7 +45,7 @@ import numpy as np
 from gpt_mapping.layout import GemmMapping
 
 __all__ = ["PerfParams", "PerfEstimate", "ThreadTiming", "predict", "predict_from_weights",
-           "accumulator_buffers", "reduction_thread"]
+           "accumulator_buffers", "reduction_thread", "choose_interleave"]
 
 #: FP32 lanes of the datapath (SPEC 1: FP32 ops run 2 lanes).
 FP32_LANES = 2
@@ -223,6 +223,37 @@ def accumulator_buffers(mapping, params=None):
         return least
     fits = mapping.pe.accumulator_words // t_pad if t_pad else params.max_accumulator_buffers
     return max(least, min(params.max_accumulator_buffers, fits))
+
+
+#: The interleaves the GPT mapping considers for each GEMM (docs/gemm.md section 9).
+INTERLEAVES = (1, 2, 4)
+
+
+def choose_interleave(mapping, w16, params=None, candidates=INTERLEAVES):
+    """``mapping`` with the interleave of the fewest predicted cycles for weights ``w16``
+    (the smaller on a tie; those the mapping cannot take are skipped): how the GPT mapping
+    lays out each GEMM (the report names it, ``mapping.interleave``). An interleave that
+    only partly hides the FMA latency (``I g < pipeline_latency``, g the FMAC's vectors) is
+    not considered: the model is not validated there (the RTL measured 2 x 2, T_y 4, I = 2
+    12.8 % slower than it predicts; docs/gemm.md section 9)."""
+    import dataclasses
+    from gpt_mapping.layout import MappingError
+    from gpt_mapping.streams import nonzero_counts
+    counts = nonzero_counts(mapping, w16)
+    p = params or PerfParams()
+    g = -(-int(mapping.t_pad_per_row.max()) // mapping.pe.lanes)
+    best = None
+    for il in candidates:
+        if il > 1 and il * g < p.pipeline_latency:
+            continue
+        try:
+            m = dataclasses.replace(mapping, interleave=il)
+        except MappingError:
+            continue
+        cycles = predict(m, counts, params).cycles
+        if best is None or cycles < best[0]:
+            best = (cycles, m)
+    return best[1]
 
 
 def predict_from_weights(mapping, w16, params=None):

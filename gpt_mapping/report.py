@@ -337,6 +337,12 @@ def format_report(report):
                   and "on_host_because" in row["mapping"]})
     for reason in why:
         lines.append(f"attention on the host because: {reason}")
+    layouts = [f"{row['name']} {row['gemm']['mapping'].get('interleave', 1)}"
+               for row in report["operations"]
+               if isinstance(row.get("gemm"), dict) and "mapping" in row["gemm"]]
+    if layouts:
+        lines.append("GEMM layouts, outputs interleaved (chosen by the perf model, "
+                     "docs/gemm.md section 9): " + ", ".join(layouts))
     stay = tot["activations_stay_on_fabric"]
     lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else

@@ -113,3 +113,14 @@ def test_gemm_command_takes_interleave_and_gives_the_same_bits(tmp_path):
                           "--fabric", "2x2", "--out", str(tmp_path / "y.npy"),
                           "--report", str(tmp_path / "r.json"), "--backend", "golden",
                           "--interleave", "3", "--no-progress"]) == 2
+
+
+def test_the_mapper_picks_the_interleave_the_model_predicts_fastest():
+    from gpt_mapping.perf_model import choose_interleave
+    _, w = _operands(32, 256, 64, 0.0)
+    assert choose_interleave(GemmMapping(32, 256, 64, 4, 4), w).interleave == 4
+    _, w = _operands(64, 512, 64, 0.0)                  # T_pad 16: no latency to hide
+    assert choose_interleave(GemmMapping(64, 512, 64, 4, 4), w).interleave == 1
+    # K_x = 512 on one column: 4 and more would not fit the index; 2 is the most it takes.
+    _, w = _operands(8, 512, 4, 0.0)
+    assert choose_interleave(GemmMapping(8, 512, 4, 1, 1), w, candidates=(4, 2)).interleave == 2
