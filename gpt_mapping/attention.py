@@ -505,19 +505,6 @@ def kv_routes(lay):
     return out
 
 
-def kv_wavelets(lay):
-    """The wavelets of one operation's keys (or values) on the routers' south ports, all
-    columns: every token a row receives has come down one link per row it crossed."""
-    total = 0
-    for y in range(lay.qkv.height):
-        if not _empty(lay, 0, y):
-            tl = tile(lay, 0, y)
-            if tl.recv:
-                above = max(y2 for y2 in range(y) if lay.tokens_per_row[y2])
-                total += tl.recv * tl.d * (y - above)
-    return total * lay.qkv.width
-
-
 def _streams(lay, command):
     color = lay.qkv.colors.weight
     return [pack_array(data=0, index=int(command), ctrl=1, color=color).reshape(1)

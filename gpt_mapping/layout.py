@@ -486,7 +486,7 @@ class GemmMapping:
 
     def _rows_needed(self):
         """Smallest fabric height whose T_pad fits the accumulator cache (for error hints)."""
-        max_t = self.pe.accumulator_words // self.pe.accumulator_buffers
+        max_t = self.pe.accumulator_words // max(self.pe.accumulator_buffers, self.interleave)
         max_t -= max_t % self.pe.lanes
         return -(-self.tokens // max_t) if max_t > 0 else "no"
 

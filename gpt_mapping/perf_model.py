@@ -38,11 +38,12 @@ Cost is one loop over the N outputs with numpy vectors over the columns: GPT-2 s
 under a second.
 """
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from gpt_mapping.layout import GemmMapping
+from gpt_mapping.layout import GemmMapping, MappingError
 
 __all__ = ["PerfParams", "PerfEstimate", "ThreadTiming", "predict", "predict_from_weights",
            "accumulator_buffers", "reduction_thread", "choose_interleave"]
@@ -236,8 +237,6 @@ def choose_interleave(mapping, w16, params=None, candidates=INTERLEAVES):
     only partly hides the FMA latency (``I g < pipeline_latency``, g the FMAC's vectors) is
     not considered: the model is not validated there (the RTL measured 2 x 2, T_y 4, I = 2
     12.8 % slower than it predicts; docs/gemm.md section 9)."""
-    import dataclasses
-    from gpt_mapping.layout import MappingError
     from gpt_mapping.streams import nonzero_counts
     counts = nonzero_counts(mapping, w16)
     p = params or PerfParams()
@@ -300,8 +299,7 @@ def _group_sum(a, il):
     """[N, width]: the sums over each group of ``il`` outputs at its first output."""
     a = np.asarray(a)
     out = np.zeros(a.shape, dtype=np.int64)
-    for first in range(0, a.shape[0], il):
-        out[first] = a[first:first + il].sum(axis=0)
+    out[::il] = np.add.reduceat(a, np.arange(0, a.shape[0], il), axis=0)
     return out
 
 

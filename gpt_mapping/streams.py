@@ -110,53 +110,35 @@ def stream_length(mapping, w16, column):
 
 
 def column_stream(mapping, w16, column):
-    """The weight stream of ``column`` as ``uint32`` wavelet words, in injection order."""
+    """The weight stream of ``column`` as ``uint32`` wavelet words, in injection order.
+
+    The outputs go in groups of ``mapping.interleave`` (1: each output alone, the plain
+    layout): a group's weights alternate round by round (round r: the r-th non-zero of each
+    of its outputs that has one, outputs ascending), each wavelet's index ``k_local * I +
+    slot``, then the group's commands, outputs ascending (SPEC 7's interleaved outputs)."""
     _check(mapping, w16)
+    il = mapping.interleave
     k_x = mapping.feature_range(column)
     color = mapping.colors.weight_color(column)
     bits = w16.view(np.uint16)[k_x.start:k_x.stop].T            # [N, K_x]: stream order n, k
     mask = (bits & 0x7FFF) != 0
     per_n = mask.sum(axis=1)
     n_of, k_local = np.nonzero(mask)                            # sorted by n, then k
-    total = len(n_of) + mapping.outputs
-    words = np.empty(total, dtype=np.uint32)
-    # Each output's data wavelets are followed by its command: shift by the commands before.
-    words[np.arange(len(n_of)) + n_of] = pack_array(
-        data=bits[n_of, k_local], index=k_local, ctrl=0, color=color)
+    rank = np.arange(len(n_of)) - (np.cumsum(per_n) - per_n)[n_of]     # k's place in n
+    order = np.lexsort((n_of % il, rank, n_of // il))           # group, round, slot
+    n_of, k_local = n_of[order], k_local[order]
+    words = np.empty(len(n_of) + mapping.outputs, dtype=np.uint32)
+    # Each group's data wavelets are followed by its commands: shift by the commands before.
+    words[np.arange(len(n_of)) + n_of // il * il] = pack_array(
+        data=bits[n_of, k_local], index=k_local * il + n_of % il, ctrl=0, color=color)
     n = np.arange(mapping.outputs)
     owner = mapping.owner_column(n)
     command = np.where(owner == column, int(ReductionCommand.FINAL_SUM),
                        int(ReductionCommand.PARTIAL_SUM))
-    commands = pack_array(data=mapping.n_local(n), index=command, ctrl=1, color=color)
-    if mapping.interleave > 1:
-        return _interleaved(mapping, bits, mask, commands, color)
-    words[np.cumsum(per_n) + n] = commands
+    group_ends = np.cumsum(np.bincount(n // il, weights=per_n).astype(np.int64))
+    words[group_ends[n // il] + n] = pack_array(data=mapping.n_local(n), index=command,
+                                                ctrl=1, color=color)
     return words
-
-
-def _interleaved(mapping, bits, mask, commands, color):
-    """The stream with ``interleave`` outputs at a time (SPEC 7's interleaved outputs):
-    their weights alternate, round by round (round r: the r-th non-zero of each output of
-    the group that has one, outputs ascending), each with index ``k_local * I + slot``;
-    then the group's commands, outputs ascending."""
-    il = mapping.interleave
-    out = []
-    for first in range(0, mapping.outputs, il):
-        group = range(first, min(first + il, mapping.outputs))
-        ks = [np.flatnonzero(mask[n]) for n in group]
-        rounds = max((len(k) for k in ks), default=0)
-        n_of, k_of = [], []
-        for r in range(rounds):
-            for slot, k in enumerate(ks):
-                if r < len(k):
-                    n_of.append(first + slot)
-                    k_of.append(int(k[r]))
-        if n_of:
-            n_of, k_of = np.array(n_of), np.array(k_of)
-            out.append(pack_array(data=bits[n_of, k_of], index=k_of * il + (n_of - first),
-                                  ctrl=0, color=color))
-        out.append(commands[first:first + il])
-    return np.concatenate(out).astype(np.uint32)
 
 
 def weight_streams(mapping, w16):
