@@ -1,5 +1,5 @@
 """Interleaved outputs on the RTL fabric: the GPT demo block's four GEMM shapes (4 x 4, 8
-tokens per PE) and the benchmark GEMM, each with 1, 2 and 4 outputs interleaved, dense and
+tokens per PE), the benchmark GEMM and the 2 x 2 test block's mlp.c_proj (4 tokens per PE), each with 1, 2 and 4 outputs interleaved, dense and
 90 % sparse: cycles, FMAC utilization, the bits against the golden model (the same for every
 interleave) and the performance model's prediction.
 
@@ -25,7 +25,8 @@ from gpt_mapping.perf_model import predict_from_weights                   # noqa
 #: (name, T, K, N, width, height)
 SHAPES = [("attn.c_attn", 32, 64, 192, 4, 4), ("attn.c_proj", 32, 64, 64, 4, 4),
           ("mlp.c_fc", 32, 64, 256, 4, 4), ("mlp.c_proj", 32, 256, 64, 4, 4),
-          ("bench/gemm_fabric", 64, 512, 64, 4, 4)]
+          ("bench/gemm_fabric", 64, 512, 64, 4, 4),
+          ("2x2 block mlp.c_proj", 8, 64, 16, 2, 2)]         # tests/test_gpt_rtl.py's, T_y 4
 INTERLEAVES = (1, 2, 4)
 SPARSITIES = (0.0, 0.9)
 
