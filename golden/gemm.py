@@ -12,6 +12,11 @@ The fabric computes, for every output n and token t:
 The result depends on the fabric width (the K split) but not on its height (tokens are
 independent); the height is still taken so that the reference can walk every PE.
 
+Column groups (SPEC 7): with ``groups`` = G, the W columns form G groups of W / G; group g
+computes the outputs ``[start(g, G, N), start(g + 1, G, N))`` with all of K split over its
+own W / G columns, so everything above holds per group with the width W / G. The
+result depends on the group width, not on G itself.
+
 Two implementations that must agree bit for bit (tests/test_golden_gemm.py):
 
 * :func:`fabric_gemm_reference`: the PE-by-PE loop, on :mod:`golden.fp` bit arithmetic.
@@ -55,6 +60,27 @@ def _start(i, parts, n):
     return (i * n) // parts
 
 
+def _groups(width, groups, outputs):
+    """The group width W / G, checked (G divides W, G <= N)."""
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"column groups must be an int >= 1, not {groups!r}")
+    if width % groups:
+        raise ValueError(f"{groups} column groups do not divide the fabric's {width} columns")
+    if groups > outputs:
+        raise ValueError(f"{groups} column groups for {outputs} outputs (G <= N)")
+    return width // groups
+
+
+def _per_group(fn, x16, w16, width, height, groups, **kw):
+    """``fn`` on every column group's outputs with the group width, joined along N."""
+    span = _groups(width, groups, w16.shape[1])
+    outputs = w16.shape[1]
+    parts = [fn(x16, np.ascontiguousarray(w16[:, _start(g, groups, outputs):
+                                               _start(g + 1, groups, outputs)]),
+                span, height, **kw) for g in range(groups)]
+    return np.concatenate(parts, axis=1)
+
+
 def _check(x16, w16, width, height):
     for name, arr in (("X", x16), ("W", w16)):
         if not isinstance(arr, np.ndarray) or arr.dtype != np.float16:
@@ -76,7 +102,7 @@ def is_streamed(w16):
 
 # --- the obviously correct loop ----------------------------------------------------------------
 
-def fabric_gemm_reference(x16, w16, width, height):
+def fabric_gemm_reference(x16, w16, width, height, groups=1):
     """Y = X W as the fabric computes it, PE by PE (small sizes only).
 
     Parameters
@@ -84,12 +110,15 @@ def fabric_gemm_reference(x16, w16, width, height):
     x16 : float16 [T, K]
     w16 : float16 [K, N]
     width, height : fabric columns and rows
+    groups : column groups (SPEC 7; 1 is the plain layout)
 
     Returns
     -------
     float16 [T, N], NaNs canonical (0x7E00).
     """
     _check(x16, w16, width, height)
+    if groups != 1:
+        return _per_group(fabric_gemm_reference, x16, w16, width, height, groups)
     (tokens, features), outputs = x16.shape, w16.shape[1]
     xb, wb = x16.view(np.uint16), w16.view(np.uint16)
 
@@ -167,7 +196,7 @@ def _f32_to_f16_canonical(y32):
     return out.view(np.float16)
 
 
-def fabric_gemm(x16, w16, width, height, *, token_block=None, progress=None):
+def fabric_gemm(x16, w16, width, height, *, groups=1, token_block=None, progress=None):
     """Y = X W as the fabric computes it, vectorised (bit-identical to the reference).
 
     Parameters
@@ -175,6 +204,7 @@ def fabric_gemm(x16, w16, width, height, *, token_block=None, progress=None):
     x16 : float16 [T, K]
     w16 : float16 [K, N]
     width, height : fabric columns and rows (the result depends on ``width`` only)
+    groups : column groups (SPEC 7; the result depends on the group width W / G)
     token_block : tokens processed together (default: ~64k elements per block, cache sized)
     progress : optional callable, called with the number of tokens finished after each block
 
@@ -186,6 +216,19 @@ def fabric_gemm(x16, w16, width, height, *, token_block=None, progress=None):
     the column, each step one numpy elementwise operation over [block, N].
     """
     _check(x16, w16, width, height)
+    if groups != 1:
+        step = None
+        if progress is not None:
+            done = [0, 0]                  # tokens over all groups, whole tokens reported
+
+            def step(count):
+                done[0] += count
+                whole = done[0] // groups
+                if whole > done[1]:
+                    progress(whole - done[1])
+                    done[1] = whole
+        return _per_group(fabric_gemm, x16, w16, width, height, groups,
+                          token_block=token_block, progress=step)
     (tokens, features), outputs = x16.shape, w16.shape[1]
     ops = _Operands(x16, w16)
     if token_block is None:

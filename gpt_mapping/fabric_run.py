@@ -142,6 +142,17 @@ def _check_chain(mappings, x16, w16s):
         if m.features != prev.outputs:
             raise MappingError(f"GEMM {i} of the chain has K = {m.features} features but GEMM "
                                f"{i - 1} produces N = {prev.outputs} outputs")
+        held = [(int(a), int(a + n)) for a, n in zip(prev.output_bounds[:-1],
+                                                     prev.outputs_per_column)]
+        needed = [(int(a), int(a + k)) for a, k in zip(m.feature_starts,
+                                                       m.features_per_column)]
+        if held != needed:
+            x = next(c for c in range(m.width) if held[c] != needed[c])
+            raise MappingError(
+                f"GEMM {i} of the chain reads X features {needed[x][0]}..{needed[x][1] - 1} "
+                f"in column {x}, where GEMM {i - 1} leaves its outputs "
+                f"{held[x][0]}..{held[x][1] - 1} ({m.groups} vs {prev.groups} column groups):"
+                f" the layouts need a redistribution between them, which a chain does not do")
         if m.pe != first.pe or m.colors != first.colors:
             raise MappingError(f"GEMM {i} of the chain uses another PEConfig or ColorPlan "
                                f"than GEMM 0")
@@ -159,11 +170,13 @@ def _check_chain(mappings, x16, w16s):
 
 
 def _position(mapping, x):
-    if mapping.width == 1:
+    """The column's place in its (column group's) reduction chain."""
+    span, local = mapping.group_width, x % mapping.group_width
+    if span == 1:
         return "single"
-    if x == 0:
+    if local == 0:
         return "west"
-    if x == mapping.width - 1:
+    if local == span - 1:
         return "east"
     return "middle"
 
@@ -375,7 +388,7 @@ def gemm_routes(mapping):
     tables = RouteTables(W, H)
     active = [int(t) > 0 for t in mapping.tokens_per_row]
     last = max((y for y in range(H) if active[y]), default=-1)
-    for r in mapping.colors.routes(W, H):
+    for r in mapping.colors.routes(W, H, mapping.groups):
         outs = set(r.out_ports)
         if r.color == mapping.colors.weight:
             if r.y > last:

@@ -59,6 +59,10 @@ def build_parser():
     parser.add_argument("--trace", type=Path, metavar="FILE",
                         help="rtl backend: also write the run's timeline (trace-event JSON "
                              "for https://ui.perfetto.dev, docs/timeline.md)")
+    parser.add_argument("--groups", type=int, default=1, metavar="G",
+                        help="column groups: G groups of W / G columns, each with its own "
+                             "copy of X and 1 / G of the outputs (SPEC 7; default 1, the "
+                             "plain layout; the bits depend on W / G)")
     parser.add_argument("--interleave", type=int, default=1, metavar="I",
                         help="interleave the weight streams of I outputs (1, 2, 4, 8; "
                              "docs/gemm.md section 9): the same bits, the FMA latency hidden "
@@ -77,19 +81,20 @@ def _load(path, name):
 
 
 def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, params=None,
-             trace=None, interleave=1):
+             trace=None, interleave=1, groups=1):
     """Validate, map and run Y = X W on ``backend``; return ``(y16, report)``.
 
     The report is a JSON-ready dict (see docs/gemm.md, "The report"). ``trace``: a file for
     the run's timeline (rtl only; docs/timeline.md). ``interleave``: the mapping's
-    interleaved outputs (SPEC 7; the bits are the same for every value).
+    interleaved outputs (SPEC 7; the bits are the same for every value). ``groups``: its
+    column groups (SPEC 7; the bits are those of the group width W / G).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     check_trace_backend(trace, backend)
     mapping = map_gemm(x16, w16, width, height, pe=pe)
-    if interleave != 1:
-        mapping = dataclasses.replace(mapping, interleave=interleave)
+    if interleave != 1 or groups != 1:
+        mapping = dataclasses.replace(mapping, interleave=interleave, groups=groups)
     nonzero = nonzero_counts(mapping, w16)
     estimate = predict(mapping, nonzero, params)
     tokens = mapping.tokens
@@ -98,7 +103,7 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
     if backend == "golden":
         with tqdm(total=tokens, unit="token", desc="golden GEMM", disable=not progress,
                   leave=False) as bar:
-            y16 = fabric_gemm(x16, w16, width, height, progress=bar.update)
+            y16 = fabric_gemm(x16, w16, width, height, groups=groups, progress=bar.update)
         wall = time.perf_counter() - start
         golden = y16
         counters = {}
@@ -112,7 +117,7 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
             traced = {} if trace is None else {"trace": trace}
             y16, counters = run_gemm_rtl(mapping, x16, w16, bar, **traced)
         wall = time.perf_counter() - start
-        golden = fabric_gemm(x16, w16, width, height)
+        golden = fabric_gemm(x16, w16, width, height, groups=groups)
         cycles, cycles_source = int(counters["cycles"]), "measured"
         lane_ops = int(counters.get("fmac_lane_ops", estimate.fmac_lane_ops))
 
@@ -123,9 +128,9 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
     bit_exact = bool(np.array_equal(y16.view(np.uint16), golden.view(np.uint16)))
     reference_loop = None
     if x16.size * w16.shape[1] <= REFERENCE_LOOP_MAX_MACS:
-        reference = fabric_gemm_reference(x16, w16, width, height)
+        reference = fabric_gemm_reference(x16, w16, width, height, groups=groups)
         reference_loop = bool(np.array_equal(y16.view(np.uint16), reference.view(np.uint16)))
-    torch_check = compare_to_torch(y16, x16, w16, width)
+    torch_check = compare_to_torch(y16, x16, w16, mapping.group_width)
 
     report = {
         "backend": backend,
@@ -139,7 +144,7 @@ def run_gemm(x16, w16, width, height, backend="golden", progress=True, pe=None, 
         "nonzero_weights": int(nonzero.sum()),
         "weight_density": float(nonzero.sum() / w16.size),
         "nonzero_weights_per_column": nonzero.sum(axis=1).tolist(),
-        "stream_wavelets": int(nonzero.sum()) + mapping.width * mapping.outputs,
+        "stream_wavelets": int(nonzero.sum()) + mapping.group_width * mapping.outputs,
         "bit_exact_vs_golden": bit_exact,
         "bit_exact_vs_reference_loop": reference_loop,
         "max_abs_error_vs_torch_fp32": torch_check.max_abs_error,
@@ -185,7 +190,7 @@ def main(argv=None):
         print(f"backend: {backend}")
         y16, report = run_gemm(x16, w16, width, height, backend=backend,
                                progress=not args.no_progress, trace=args.trace,
-                               interleave=args.interleave)
+                               interleave=args.interleave, groups=args.groups)
     except MappingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -200,27 +200,31 @@ class ColorPlan:
         """The weight-stream colour of ``column`` (the same for every column)."""
         return self.weight
 
-    def routes(self, width, height):
+    def routes(self, width, height, groups=1):
         """Every static route of the GEMM on a ``width`` x ``height`` fabric, as :class:`Route`.
 
         Weight: N in -> RAMP (+ S above the bottom row). Reduce: RAMP in -> E except at the
         east end; W in -> RAMP except at x = 0. Result: RAMP in -> W at the east end; E in ->
-        RAMP (+ W except at x = 0). A 1-column fabric has no reduce or result routes.
+        RAMP (+ W except at x = 0). A 1-column fabric has no reduce or result routes. With
+        ``groups`` column groups, "east end" and "x = 0" are those of the column's group:
+        no reduce or result route crosses from one group into the next.
         """
+        span = width // groups
         routes = []
         for y in range(height):
             for x in range(width):
                 south = ("S",) if y < height - 1 else ()
                 routes.append(Route(x, y, "N", self.weight, ("RAMP",) + south))
-                if width == 1:
+                local = x % span
+                if span == 1:
                     continue
-                if x < width - 1:
+                if local < span - 1:
                     routes.append(Route(x, y, "RAMP", self.reduce, ("E",)))
                     routes.append(Route(x, y, "E", self.result,
-                                        ("RAMP",) + (("W",) if x > 0 else ())))
+                                        ("RAMP",) + (("W",) if local > 0 else ())))
                 else:
                     routes.append(Route(x, y, "RAMP", self.result, ("W",)))
-                if x > 0:
+                if local > 0:
                     routes.append(Route(x, y, "W", self.reduce, ("RAMP",)))
         return routes
 
@@ -280,6 +284,12 @@ class GemmMapping:
     #: ascending), each into its own accumulators, so the FMA latency of one output hides
     #: behind the others. 1, 2, 4 or 8; 1 is the plain layout.
     interleave: int = 1
+    #: Column groups (SPEC 7's second freedom, docs/gemm.md section 10): the ``width``
+    #: columns form ``groups`` groups of ``width // groups`` side by side; group g holds its
+    #: own copy of X split over its columns and computes the outputs
+    #: ``block_range(g, groups, N)``, split over its columns; each group's reduction chain
+    #: runs along its own columns only. 1 is the plain layout.
+    groups: int = 1
 
     def __post_init__(self):
         self.validate()
@@ -290,15 +300,59 @@ class GemmMapping:
         """Row boundaries: rows y holds tokens [b[y], b[y+1])."""
         return _frozen(block_bounds(self.height, self.tokens))
 
+    @property
+    def group_width(self):
+        """Columns per column group (the whole width in the plain layout)."""
+        return self.width // self.groups
+
+    def group_of(self, x):
+        """The column group of column ``x`` (vectorised)."""
+        return x // self.group_width
+
+    def group_columns(self, g):
+        """The columns of group ``g`` as a ``range``."""
+        if not 0 <= g < self.groups:
+            raise IndexError(f"column group {g} is outside 0..{self.groups - 1}")
+        return range(g * self.group_width, (g + 1) * self.group_width)
+
+    def group_outputs(self, g):
+        """The outputs group ``g`` computes: ``block_range(g, groups, N)``."""
+        if not 0 <= g < self.groups:
+            raise IndexError(f"column group {g} is outside 0..{self.groups - 1}")
+        return block_range(g, self.groups, self.outputs)
+
+    @cached_property
+    def feature_starts(self):
+        """First feature of every column, int64 [width]: the K split over the column's
+        group (every group holds all of K)."""
+        local = np.arange(self.width, dtype=np.int64) % self.group_width
+        return _frozen(block_start(local, self.group_width, self.features))
+
     @cached_property
     def feature_bounds(self):
-        """Column boundaries of the K split: column x holds features [b[x], b[x+1])."""
+        """Column boundaries of the K split: column x holds features [b[x], b[x+1]).
+
+        Only the plain layout's K split is one partition of K over the columns; with column
+        groups use :meth:`feature_range` or :attr:`feature_starts`."""
+        if self.groups != 1:
+            raise MappingError(f"a layout of {self.groups} column groups holds K once per "
+                               f"group: its K split has no single set of bounds")
         return _frozen(block_bounds(self.width, self.features))
 
     @cached_property
     def output_bounds(self):
-        """Column boundaries of the N split: column x owns outputs [b[x], b[x+1])."""
-        return _frozen(block_bounds(self.width, self.outputs))
+        """Column boundaries of the N split: column x owns outputs [b[x], b[x+1]).
+
+        With column groups: group g's outputs split over its columns, the groups in order
+        (still one partition of N over the columns, ascending)."""
+        if self.groups == 1:
+            return _frozen(block_bounds(self.width, self.outputs))
+        x = np.arange(self.width + 1, dtype=np.int64)
+        g = np.minimum(x // self.group_width, self.groups - 1)   # x = width: end of the last
+        local = x - g * self.group_width
+        g0 = block_start(g, self.groups, self.outputs)
+        n_g = block_start(g + 1, self.groups, self.outputs) - g0
+        return _frozen(g0 + block_start(local, self.group_width, n_g))
 
     def token_range(self, y):
         """T_y: the tokens of row ``y``."""
@@ -306,18 +360,25 @@ class GemmMapping:
         return block_range(y, self.height, self.tokens)
 
     def feature_range(self, x):
-        """K_x: the features (rows of W, columns of X) of column ``x``."""
+        """K_x: the features (rows of W, columns of X) of column ``x`` (split over the
+        column's group)."""
         self._check_column(x)
-        return block_range(x, self.width, self.features)
+        return block_range(x % self.group_width, self.group_width, self.features)
 
     def output_range(self, x):
         """N_x: the outputs owned (stored) by column ``x``."""
         self._check_column(x)
-        return block_range(x, self.width, self.outputs)
+        return range(int(self.output_bounds[x]), int(self.output_bounds[x + 1]))
 
     def owner_column(self, n):
         """The column that owns output ``n`` (gets the 'final sum' command); vectorised."""
-        return block_owner(n, self.width, self.outputs)
+        if self.groups == 1:
+            return block_owner(n, self.width, self.outputs)
+        n = np.asarray(n, dtype=np.int64)
+        if np.any((n < 0) | (n >= self.outputs)):
+            raise ValueError(f"output index out of range [0, {self.outputs}): "
+                             f"{n[(n < 0) | (n >= self.outputs)].flat[0]}")
+        return np.searchsorted(self.output_bounds, n, side="right") - 1
 
     def n_local(self, n):
         """Index of output ``n`` inside its owner's N_x (the final-sum command argument)."""
@@ -332,7 +393,8 @@ class GemmMapping:
     @cached_property
     def features_per_column(self):
         """len(K_x) for every column, int64 [width]."""
-        return _frozen(np.diff(self.feature_bounds))
+        local = np.arange(self.width, dtype=np.int64) % self.group_width
+        return _frozen(block_len(local, self.group_width, self.features))
 
     @cached_property
     def outputs_per_column(self):
@@ -428,6 +490,19 @@ class GemmMapping:
         if not isinstance(self.colors, ColorPlan):
             raise TypeError(f"colors must be a ColorPlan, not {self.colors!r}")
 
+        groups = self.groups
+        if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) \
+                or groups < 1:
+            raise MappingError(f"column groups must be an int >= 1, not {groups!r}")
+        if self.width % groups:
+            divisors = [d for d in range(1, self.width + 1) if self.width % d == 0]
+            raise MappingError(f"{groups} column groups do not divide the fabric's "
+                               f"{self.width} columns (groups of W / G columns; G one of "
+                               f"{divisors})")
+        if groups > self.outputs:
+            raise MappingError(f"{groups} column groups for N = {self.outputs} outputs: a "
+                               f"group would compute none (G <= N)")
+
         il = self.interleave
         if not isinstance(il, (int, np.integer)) or isinstance(il, bool) \
                 or il not in (1, 2, 4, 8):
@@ -446,7 +521,8 @@ class GemmMapping:
                 f"column {x} holds K_x = {len(kr)} features (k {kr.start}..{kr.stop - 1}), "
                 f"more than the {INDEX_BITS}-bit wavelet index can address "
                 f"({1 << INDEX_BITS}); use a wider fabric "
-                f"(>= {-(-self.features // (1 << INDEX_BITS))} columns)")
+                f"(>= {-(-self.features // (1 << INDEX_BITS))} columns"
+                f"{' per column group' if self.groups > 1 else ''})")
         n_x = self.outputs_per_column
         if n_x.max() > (1 << DATA_BITS):
             x = int(np.argmax(n_x))
@@ -504,6 +580,8 @@ class GemmMapping:
             "outputs_per_column": [int(n_x.min()), int(n_x.max())],
             "colors": self.colors.as_dict(),
             **({"interleave": int(self.interleave)} if self.interleave > 1 else {}),
+            **({"groups": int(self.groups), "group_width": int(self.group_width)}
+               if self.groups > 1 else {}),
             "worst_tile": {"x": worst.x, "y": worst.y, "sram_bytes_used": worst.total_bytes,
                            "sram_bytes": worst.sram_bytes,
                            "accumulator_words_used": worst.accumulator_words,

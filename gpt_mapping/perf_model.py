@@ -46,7 +46,9 @@ import numpy as np
 from gpt_mapping.layout import GemmMapping, MappingError
 
 __all__ = ["PerfParams", "PerfEstimate", "ThreadTiming", "predict", "predict_from_weights",
-           "accumulator_buffers", "reduction_thread", "choose_interleave"]
+           "accumulator_buffers", "reduction_thread", "choose_interleave", "choose_layout",
+           "layout_options", "LayoutChoice", "redistribution_cycles", "held_features",
+           "needed_features", "plain_layout", "group_candidates"]
 
 #: FP32 lanes of the datapath (SPEC 1: FP32 ops run 2 lanes).
 FP32_LANES = 2
@@ -303,6 +305,35 @@ def _group_sum(a, il):
     return out
 
 
+def _predict_groups(mapping, nonzero, params):
+    """Column groups (SPEC 7): each group is a GEMM of its own on ``group_width`` columns
+    (all of K, its slice of N) that runs beside the others, sharing no link; the GEMM takes
+    as long as its slowest group."""
+    parts = []
+    for g in range(mapping.groups):
+        cols, outs = mapping.group_columns(g), mapping.group_outputs(g)
+        sub = dataclasses.replace(mapping, width=mapping.group_width, outputs=len(outs),
+                                  groups=1)
+        counts = nonzero[cols.start:cols.stop, outs.start:outs.stop]
+        if nonzero[cols.start:cols.stop].sum() != counts.sum():
+            raise ValueError(f"nonzero counts of column group {g} (columns {cols.start}.."
+                             f"{cols.stop - 1}) name outputs outside its {outs.start}.."
+                             f"{outs.stop - 1}")
+        parts.append((cols.start, predict(sub, counts, params)))
+    offset, slow = max(parts, key=lambda part: part[1].cycles)
+    lanes, cycles = mapping.pe.lanes, slow.cycles
+    useful = sum(e.fmac_lane_ops for _, e in parts)
+    return dataclasses.replace(
+        slow, fmac_lane_ops=useful,
+        fmac_lane_ops_issued=sum(e.fmac_lane_ops_issued for _, e in parts),
+        fmac_utilization=useful / (lanes * mapping.num_pes * cycles) if cycles else 0.0,
+        nonzero_weights=sum(e.nonzero_weights for _, e in parts), pes=mapping.num_pes,
+        datapath_bound_steps=sum(e.datapath_bound_steps for _, e in parts),
+        ramp_bound_steps=sum(e.ramp_bound_steps for _, e in parts),
+        reduction_period=max(e.reduction_period for _, e in parts),
+        busiest_column=offset + slow.busiest_column)
+
+
 def predict(mapping, nonzero, params=None):
     """Predict cycles and FMAC utilization of the GEMM ``mapping``.
 
@@ -324,6 +355,8 @@ def predict(mapping, nonzero, params=None):
             or (nonzero > mapping.features_per_column[:, None]).any():
         raise ValueError("nonzero counts must be integers in 0..K_x per column")
     nonzero = nonzero.astype(np.int64)
+    if mapping.groups > 1:
+        return _predict_groups(mapping, nonzero, params)
     p = params
     lanes = mapping.pe.lanes
 
@@ -470,3 +503,143 @@ def predict(mapping, nonzero, params=None):
         reduction_period=int(period.max()),
         busiest_column=busiest, busiest_column_step_cycles=int(column_busy[busiest]),
         params=p)
+
+
+# --- column groups: the layout choice and the cost of moving activations between layouts ---
+
+def held_features(mapping):
+    """``[(start, stop)]`` per column: the outputs column x stores (Y's layout, one copy)."""
+    b = mapping.output_bounds
+    return [(int(b[x]), int(b[x + 1])) for x in range(mapping.width)]
+
+
+def needed_features(mapping):
+    """``[(start, stop)]`` per column: the features column x reads (X's layout; with
+    column groups every group holds all of K)."""
+    return [(int(a), int(a + k)) for a, k in zip(mapping.feature_starts,
+                                                 mapping.features_per_column)]
+
+
+def plain_layout(features, width):
+    """The plain layout of ``features`` over ``width`` columns (the balanced split)."""
+    b = (np.arange(width + 1, dtype=np.int64) * features) // width
+    return [(int(b[x]), int(b[x + 1])) for x in range(width)]
+
+
+def redistribution_cycles(held, needed, t_y, params=None):
+    """A lower bound on the cycles to move a row's activations from layout ``held`` (each
+    feature in exactly one column) to layout ``needed`` (each column a range of features,
+    a feature possibly needed by several columns), every column's features being ``t_y``
+    FP16 values of one wavelet each.
+
+    Each feature leaves its holder once and is multicast by the routers to the columns that
+    need it: the eastward link between columns c and c + 1 carries the features held at or
+    west of c and needed east of it, the westward link likewise; a PE's RAMP takes in the
+    features it needs but does not hold and sends out those it holds and others need. At one
+    wavelet per link and cycle the busiest of these sets the time, plus the latency of the
+    farthest hop (its routers and the two RAMPs). The RTL does not run redistributions
+    (docs/gemm.md section 10): this bound is what the layout choice charges, not a
+    validated prediction.
+    """
+    p = params or PerfParams()
+    width = len(held)
+    if len(needed) != width:
+        raise ValueError(f"held and needed layouts cover {width} and {len(needed)} columns")
+    features = max(stop for _, stop in held)
+    source = np.full(features, -1, dtype=np.int64)
+    for x, (a, b) in enumerate(held):
+        if (source[a:b] >= 0).any():
+            raise ValueError(f"the held layout holds feature {a + int(np.argmax(source[a:b] >= 0))}"
+                             f" in column {x} and in column {int(source[a:b].max())}: each "
+                             f"feature must be held once")
+        source[a:b] = x
+    if (source < 0).any():
+        raise ValueError(f"the held layout does not hold feature {int(np.argmax(source < 0))}")
+    need = np.zeros((width, features), dtype=bool)
+    for x, (a, b) in enumerate(needed):
+        if b > features:
+            raise ValueError(f"column {x} needs features up to {b - 1}, the layout holds "
+                             f"{features}")
+        need[x, a:b] = True
+    cols = np.arange(width)[:, None]
+    moved = need & (cols != source[None, :])                 # [width, features]
+    if not moved.any():
+        return 0
+    any_moved = moved.any(axis=0)
+    east_most = np.where(moved.any(axis=0), width - 1 - np.argmax(moved[::-1], axis=0), -1)
+    west_most = np.where(any_moved, np.argmax(moved, axis=0), width)
+    links = np.arange(width - 1)[:, None]                    # link c: between c and c + 1
+    east = ((source[None, :] <= links) & (east_most[None, :] > links)).sum(axis=1)
+    west = ((west_most[None, :] <= links) & (source[None, :] > links)).sum(axis=1)
+    ramp_in = moved.sum(axis=1)
+    ramp_out = np.bincount(source[any_moved], minlength=width)
+    busiest = max(int(east.max(initial=0)), int(west.max(initial=0)), int(ramp_in.max()),
+                  int(ramp_out.max()))
+    src = source[any_moved]
+    hops = int(np.maximum(east_most[any_moved] - src, src - west_most[any_moved]).max())
+    return busiest * t_y + (hops + 1) * p.router_latency + 2 * p.ramp_latency
+
+
+def group_candidates(mapping):
+    """The column groups a mapping can take: the divisors G of the width with G <= N."""
+    return [g for g in range(1, mapping.width + 1)
+            if mapping.width % g == 0 and g <= mapping.outputs]
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    """A GEMM's chosen layout: the mapping, its predicted cycles, and the redistribution
+    bound charged for bringing X into its layout (``cycles_in``) and its Y into the layout
+    the next operation reads (``cycles_out``)."""
+    mapping: GemmMapping
+    estimate: PerfEstimate
+    cycles_in: int
+    cycles_out: int
+
+    @property
+    def total_cycles(self):
+        return self.estimate.cycles + self.cycles_in + self.cycles_out
+
+
+def layout_options(mapping, nonzero_of, params=None, groups=None, interleaves=INTERLEAVES):
+    """Every (groups, interleave) layout of ``mapping`` the fabric can take, predicted:
+    ``[(mapping, PerfEstimate)]``. ``nonzero_of(mapping)`` gives the counts of a layout
+    (:func:`gpt_mapping.streams.nonzero_counts` with the weights). Interleaves that only
+    partly hide the FMA latency are left out as in :func:`choose_interleave`."""
+    p = params or PerfParams()
+    g_vec = -(-int(mapping.t_pad_per_row.max()) // mapping.pe.lanes)
+    out = []
+    for g in groups or group_candidates(mapping):
+        for il in interleaves:
+            if il > 1 and il * g_vec < p.pipeline_latency:
+                continue
+            try:
+                m = dataclasses.replace(mapping, groups=g, interleave=il)
+            except MappingError:
+                continue
+            out.append((m, predict(m, nonzero_of(m), p)))
+    return out
+
+
+def choose_layout(mapping, w16, params=None, *, held=None, then=None, groups=None,
+                  interleaves=INTERLEAVES):
+    """The layout (column groups and interleave) of fewest cycles for weights ``w16``,
+    counting the redistribution bound (:func:`redistribution_cycles`) from the layout
+    ``held`` that X is in (default: the plain layout, where nothing moves for G = 1) and
+    to the layout ``then`` the next operation reads Y in (default: the plain layout).
+    Returns a :class:`LayoutChoice` (the smaller G, then I, on a tie)."""
+    from gpt_mapping.streams import nonzero_counts
+    p = params or PerfParams()
+    t_y = int(mapping.tokens_per_row.max())
+    if held is None:
+        held = plain_layout(mapping.features, mapping.width)
+    if then is None:
+        then = plain_layout(mapping.outputs, mapping.width)
+    best = None
+    for m, est in layout_options(mapping, lambda m: nonzero_counts(m, w16), p, groups,
+                                 interleaves):
+        choice = LayoutChoice(m, est, redistribution_cycles(held, needed_features(m), t_y, p),
+                              redistribution_cycles(held_features(m), then, t_y, p))
+        if best is None or choice.total_cycles < best.total_cycles:
+            best = choice
+    return best

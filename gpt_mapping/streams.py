@@ -16,7 +16,7 @@ import enum
 
 import numpy as np
 
-from gpt_mapping.layout import GemmMapping, MappingError, check_gemm_operands
+from gpt_mapping.layout import GemmMapping, MappingError, block_bounds, check_gemm_operands
 from rtl.wavelet import pack_array
 
 __all__ = ["ReductionCommand", "BlockCommand", "streamed_mask", "nonzero_counts", "column_stream",
@@ -93,7 +93,8 @@ def _check(mapping, w16):
 
 
 def nonzero_counts(mapping, w16):
-    """int64 [width, N]: the weights column x streams for output n (its FMAC count per n).
+    """int64 [width, N]: the weights column x streams for output n (its FMAC count per n);
+    0 for the outputs of other column groups, which the column never sees.
 
     ``.sum(axis=1)`` gives the non-zeros per column, ``.sum()`` all of them.
     """
@@ -101,43 +102,55 @@ def nonzero_counts(mapping, w16):
     mask = streamed_mask(w16).astype(np.int64)
     # Segment sums over the K split: cumulative sum, differences at the column bounds.
     cum = np.vstack([np.zeros((1, mapping.outputs), dtype=np.int64), np.cumsum(mask, axis=0)])
-    return np.diff(cum[mapping.feature_bounds], axis=0)
+    starts = mapping.feature_starts
+    counts = cum[starts + mapping.features_per_column] - cum[starts]
+    if mapping.groups > 1:
+        group = mapping.group_of(np.arange(mapping.width))
+        n_group = np.repeat(np.arange(mapping.groups),
+                            np.diff(block_bounds(mapping.groups, mapping.outputs)))
+        counts[group[:, None] != n_group[None, :]] = 0
+    return counts
 
 
 def stream_length(mapping, w16, column):
-    """Number of wavelets in ``column``'s stream: its non-zeros plus one command per output."""
-    return int(nonzero_counts(mapping, w16)[column].sum()) + mapping.outputs
+    """Number of wavelets in ``column``'s stream: its non-zeros plus one command per output
+    of its column group."""
+    outputs = mapping.group_outputs(mapping.group_of(column))
+    return int(nonzero_counts(mapping, w16)[column].sum()) + len(outputs)
 
 
 def column_stream(mapping, w16, column):
     """The weight stream of ``column`` as ``uint32`` wavelet words, in injection order.
 
-    The outputs go in groups of ``mapping.interleave`` (1: each output alone, the plain
+    The column streams the outputs of its column group (all of N in the plain layout).
+    They go in groups of ``mapping.interleave`` (1: each output alone, the plain
     layout): a group's weights alternate round by round (round r: the r-th non-zero of each
     of its outputs that has one, outputs ascending), each wavelet's index ``k_local * I +
     slot``, then the group's commands, outputs ascending (SPEC 7's interleaved outputs)."""
     _check(mapping, w16)
     il = mapping.interleave
     k_x = mapping.feature_range(column)
+    outputs = mapping.group_outputs(mapping.group_of(column))
     color = mapping.colors.weight_color(column)
-    bits = w16.view(np.uint16)[k_x.start:k_x.stop].T            # [N, K_x]: stream order n, k
-    mask = (bits & 0x7FFF) != 0
+    bits = w16.view(np.uint16)[k_x.start:k_x.stop, outputs.start:outputs.stop].T
+    mask = (bits & 0x7FFF) != 0                                 # [N_g, K_x]: order n, k
     per_n = mask.sum(axis=1)
     n_of, k_local = np.nonzero(mask)                            # sorted by n, then k
     rank = np.arange(len(n_of)) - (np.cumsum(per_n) - per_n)[n_of]     # k's place in n
     order = np.lexsort((n_of % il, rank, n_of // il))           # group, round, slot
     n_of, k_local = n_of[order], k_local[order]
-    words = np.empty(len(n_of) + mapping.outputs, dtype=np.uint32)
+    words = np.empty(len(n_of) + len(outputs), dtype=np.uint32)
     # Each group's data wavelets are followed by its commands: shift by the commands before.
     words[np.arange(len(n_of)) + n_of // il * il] = pack_array(
         data=bits[n_of, k_local], index=k_local * il + n_of % il, ctrl=0, color=color)
-    n = np.arange(mapping.outputs)
+    rel = np.arange(len(outputs))
+    n = outputs.start + rel
     owner = mapping.owner_column(n)
     command = np.where(owner == column, int(ReductionCommand.FINAL_SUM),
                        int(ReductionCommand.PARTIAL_SUM))
-    group_ends = np.cumsum(np.bincount(n // il, weights=per_n).astype(np.int64))
-    words[group_ends[n // il] + n] = pack_array(data=mapping.n_local(n), index=command,
-                                                ctrl=1, color=color)
+    group_ends = np.cumsum(np.bincount(rel // il, weights=per_n).astype(np.int64))
+    words[group_ends[rel // il] + rel] = pack_array(data=mapping.n_local(n), index=command,
+                                                    ctrl=1, color=color)
     return words
 
 
