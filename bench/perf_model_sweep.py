@@ -23,7 +23,10 @@ The sets (:data:`CASE_SETS`):
   ``tests/test_gpt_rtl.py`` (n_embd 16, 2 x 2) and of ``python -m gpt_mapping.demo gpt``
   (n_embd 64, 4 x 4), dense and 90 % sparse (8 each; X is random, only W's zeros matter to
   the timing);
-- ``all``: all of them (~190 GEMMs).
+- ``postfreeze``: 64 GEMMs drawn by a seeded generator (:func:`postfreeze_cases`) after the
+  model was frozen (:data:`FROZEN_MODEL_SHA256`): fabrics up to 8 x 8, T, K, N, column
+  groups, interleave and sparsity at random; run it with ``--build own``;
+- ``all``: all of them (~250 GEMMs).
 
 Accuracy is reported, not asserted (``tests/test_perf_model.py`` holds the thresholds): the
 exit status is 1 only if a run failed (Y not bit exact against the golden model, or the fabric
@@ -31,6 +34,8 @@ stalled or reported an error), 2 for bad arguments.
 """
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -66,6 +71,8 @@ class SweepCase:
     height: int
     sparsity: float
     seed: int
+    groups: int = 1
+    interleave: int = 1
 
     @property
     def shape(self):
@@ -74,7 +81,10 @@ class SweepCase:
 
     def mapping(self):
         """The :class:`GemmMapping` of this GEMM on its ``width`` x ``height`` fabric."""
-        return map_gemm(self.x16, self.w16, self.width, self.height)
+        m = map_gemm(self.x16, self.w16, self.width, self.height)
+        if self.groups != 1 or self.interleave != 1:
+            m = dataclasses.replace(m, groups=self.groups, interleave=self.interleave)
+        return m
 
 
 def _gemm_case(set_name, tokens, features, outputs, fabric, sparsity, seed):
@@ -140,6 +150,63 @@ def gpt_block_cases(set_name, n_embd, n_head, n_ctx, batch, fabric, seed=0):
     return cases
 
 
+#: sha256 of gpt_mapping/perf_model.py when the model was frozen (docs/gemm.md section 11):
+#: the post-freeze set was drawn after it; the bench says when the model is no longer it.
+FROZEN_MODEL_SHA256 = "82fcebc2e9d43e7255f529490b2b9366a84d62a3264494310286f9599c2e3312"
+#: The post-freeze generator: its seed, size and fabrics (one build each).
+POSTFREEZE_SEED = 20261203
+POSTFREEZE_COUNT = 64
+POSTFREEZE_FABRICS = ((2, 2), (4, 4), (8, 8), (8, 2), (2, 8), (4, 2), (6, 3), (8, 4),
+                      (3, 5), (1, 4))
+POSTFREEZE_SPARSITIES = (0.0, 0.0, 0.5, 0.75, 0.9, 0.95)
+#: Predicted cycles above this are drawn again (the set must run in minutes).
+POSTFREEZE_MAX_CYCLES = 8000
+
+
+def model_sha256():
+    """sha256 of the performance model's source as it is now."""
+    from gpt_mapping import perf_model
+    return hashlib.sha256(Path(perf_model.__file__).read_bytes()).hexdigest()
+
+
+def postfreeze_cases(count=POSTFREEZE_COUNT, seed=POSTFREEZE_SEED):
+    """``count`` GEMMs from a seeded generator: a fabric of :data:`POSTFREEZE_FABRICS`,
+    2..16 tokens per PE (rows uneven), column groups a random divisor of the width, 2..48
+    features per column of a group, 4..48 outputs, an interleave of 1, 2 or 4 among those
+    the mapper may choose (whole groups hiding the FMA latency), a fraction of zeros of
+    :data:`POSTFREEZE_SPARSITIES`; drawn again when the mapping does not fit or the
+    prediction is above :data:`POSTFREEZE_MAX_CYCLES`."""
+    from gpt_mapping.layout import MappingError
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        width, height = POSTFREEZE_FABRICS[rng.integers(len(POSTFREEZE_FABRICS))]
+        tokens = int(rng.integers(2 * height, 16 * height + 1))
+        outputs = int(rng.integers(4, 49))
+        groups = int(rng.choice([g for g in range(1, width + 1)
+                                 if width % g == 0 and g <= outputs]))
+        features = int(rng.integers(2, 49)) * (width // groups)
+        sparsity = float(rng.choice(POSTFREEZE_SPARSITIES))
+        interleave = int(rng.choice((1, 2, 4)))
+        case_seed = int(rng.integers(1 << 30))
+        t_pad = -(-(-(-tokens // height)) // 4) * 4
+        if interleave > 1 and interleave * (t_pad // 4) < 4:
+            interleave = 1
+        case = _gemm_case("postfreeze", tokens, features, outputs, (width, height),
+                          sparsity, case_seed)
+        case = dataclasses.replace(
+            case, groups=groups, interleave=interleave,
+            name=f"{case.name}/G{groups}/I{interleave}")
+        try:
+            mapping = case.mapping()
+        except MappingError:
+            continue
+        if predict(mapping, nonzero_counts(mapping, case.w16)).cycles > POSTFREEZE_MAX_CYCLES:
+            continue
+        cases.append(case)
+    return cases
+
+
 #: Set name -> (what it is, a function returning its cases).
 CASE_SETS = {
     "calib": ("docs/fabric.md's calibration GEMMs", calibration_cases),
@@ -150,6 +217,8 @@ CASE_SETS = {
                  lambda: gpt_block_cases("gpt_test", 16, 2, 4, 2, (2, 2))),
     "gpt_demo": ("GPT block of the demo, 4 x 4",
                  lambda: gpt_block_cases("gpt_demo", 64, 4, 16, 2, (4, 4))),
+    "postfreeze": ("seeded GEMMs drawn after the model was frozen, up to 8 x 8",
+                   postfreeze_cases),
 }
 
 
@@ -186,6 +255,7 @@ def run_case(case, build=None):
         "fabric": [case.width, case.height],
         "build": list(build or (case.width, case.height)),
         "sparsity": case.sparsity, "seed": case.seed,
+        "groups": case.groups, "interleave": case.interleave,
         "tokens_per_pe": tokens_per_pe(mapping),
         "nonzero_weights": int(nonzero.sum()),
         "predicted_cycles": int(predicted),
@@ -197,7 +267,7 @@ def run_case(case, build=None):
         record.update(ok=False, error=f"{type(error).__name__}: {error}",
                       wall_seconds=time.perf_counter() - start)
         return record
-    golden = fabric_gemm(case.x16, case.w16, case.width, case.height)
+    golden = fabric_gemm(case.x16, case.w16, case.width, case.height, groups=case.groups)
     bit_exact = bool(np.array_equal(y16.view(np.uint16), golden.view(np.uint16)))
     cycles = int(counters["cycles"])
     record.update(
@@ -293,6 +363,9 @@ def main(argv=None):
         if too_big:
             parser.error(f"--build {bw}x{bh} is smaller than the fabric of {too_big[0]}")
 
+    frozen = model_sha256() == FROZEN_MODEL_SHA256
+    print(f"performance model: {'the frozen one' if frozen else 'CHANGED since the freeze'}"
+          f" (sha256 {model_sha256()[:12]})")
     records = []
     print(CASE_HEADER)
     with tqdm(total=len(cases), unit="GEMM", disable=args.no_progress, leave=False) as bar:
@@ -309,6 +382,8 @@ def main(argv=None):
         print(format_summary(set_name, summary))
     if args.json:
         args.json.write_text(json.dumps({"build": args.build and list(args.build),
+                                         "model_frozen": frozen,
+                                         "model_sha256": model_sha256(),
                                          "cases": records, "summaries": summaries},
                                         indent=2) + "\n")
     return 0 if all(r["ok"] for r in records) else 1

@@ -34,8 +34,15 @@ gpt_mapping/fabric_run.py. The derivation is in docs/gemm.md; in short:
   retired. The east end rounds to FP16 and returns the result westward to the owner column.
 * Fill: the first weight reaches the critical row after (y + 1) router hops and the RAMP.
 
+* Column groups (``mapping.groups`` > 1): each group is a GEMM of its own on its W / G
+  columns with all of K and its slice of N, sharing no link with the others; the GEMM takes
+  as long as its slowest group (:func:`predict` of every group).
+
 Cost is one loop over the N outputs with numpy vectors over the columns: GPT-2 sizes in well
 under a second.
+
+The layout choice (:func:`choose_layout`) adds to these predictions a bound on moving the
+activations between layouts (:func:`redistribution_cycles`), which the RTL does not run.
 """
 
 import dataclasses
