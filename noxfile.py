@@ -97,6 +97,27 @@ def gemm_interleave(session):
 
 
 @nox.session(python=PYTHON)
+def gemm_groups(session):
+    """Column groups on the RTL in the reduction-bound regime (16 x 16, 1 to 16 groups,
+    dense and 90 % sparse) and GPT-2 small's block GEMMs on 750 x 994 with the mapper's
+    layouts (tests/test_gemm_groups.py runs three RTL cases); figures in docs/gemm.md
+    section 10."""
+    _install(session)
+    session.run("python", "bench/gemm_groups.py", *session.posargs)
+    session.run("python", "bench/gpt2_wafer.py")
+
+
+@nox.session(python=PYTHON)
+def perf_model_postfreeze(session):
+    """The frozen performance model against the 64 GEMMs drawn after the freeze, each on
+    its own fabric up to 8 x 8 (tests/test_perf_model.py keeps four live); figures in
+    docs/gemm.md section 11."""
+    _install(session)
+    session.run("python", "bench/perf_model_sweep.py", "--set", "postfreeze", "--build",
+                "own", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def zero_filter(session):
     """The zero filter at the sender: a PE-to-PE stream at 0 to 95 % zeros on the RTL
     (tests/test_zero_filter.py runs two cases); figures in docs/pe.md section 12."""

@@ -54,6 +54,7 @@ from gpt_mapping.layout import GemmMapping, MappingError
 
 __all__ = ["PerfParams", "PerfEstimate", "ThreadTiming", "predict", "predict_from_weights",
            "accumulator_buffers", "reduction_thread", "choose_interleave", "choose_layout",
+           "interleave_validated",
            "layout_options", "LayoutChoice", "redistribution_cycles", "held_features",
            "needed_features", "plain_layout", "group_candidates"]
 
@@ -239,20 +240,35 @@ def accumulator_buffers(mapping, params=None):
 INTERLEAVES = (1, 2, 4)
 
 
+def interleave_validated(mapping, interleave, params=None):
+    """True where the model is validated for ``interleave`` outputs (docs/gemm.md
+    sections 9 and 11), so the mapper may choose it: 1 always; otherwise the group must
+    hide the FMA latency whole (``I g >= pipeline_latency``, g the FMAC's vectors) and
+    two groups of buffers must fit the accumulator cache (``2 I T_pad`` words), so that one
+    group's reductions overlap the next group's FMACs. Outside these the RTL measured the
+    model off by -12.8 % (2 x 2, T_y 4, I = 2) and up to +67 % (I = 4 with one group of
+    buffers, sparse: the first post-freeze round)."""
+    if interleave == 1:
+        return True
+    p = params or PerfParams()
+    t_pad = int(mapping.t_pad_per_row.max())
+    g = -(-t_pad // mapping.pe.lanes)
+    return interleave * g >= p.pipeline_latency \
+        and 2 * interleave * t_pad <= mapping.pe.accumulator_words
+
+
 def choose_interleave(mapping, w16, params=None, candidates=INTERLEAVES):
     """``mapping`` with the interleave of the fewest predicted cycles for weights ``w16``
     (the smaller on a tie; those the mapping cannot take are skipped): how the GPT mapping
     lays out each GEMM (the report names it, ``mapping.interleave``). An interleave that
-    only partly hides the FMA latency (``I g < pipeline_latency``, g the FMAC's vectors) is
-    not considered: the model is not validated there (the RTL measured 2 x 2, T_y 4, I = 2
-    12.8 % slower than it predicts; docs/gemm.md section 9)."""
+    only partly hides the FMA latency, or whose buffers hold only one group, is not
+    considered: the model is not validated there (:func:`interleave_validated`)."""
     from gpt_mapping.streams import nonzero_counts
     counts = nonzero_counts(mapping, w16)
     p = params or PerfParams()
-    g = -(-int(mapping.t_pad_per_row.max()) // mapping.pe.lanes)
     best = None
     for il in candidates:
-        if il > 1 and il * g < p.pipeline_latency:
+        if not interleave_validated(mapping, il, p):
             continue
         try:
             m = dataclasses.replace(mapping, interleave=il)
@@ -611,14 +627,13 @@ class LayoutChoice:
 def layout_options(mapping, nonzero_of, params=None, groups=None, interleaves=INTERLEAVES):
     """Every (groups, interleave) layout of ``mapping`` the fabric can take, predicted:
     ``[(mapping, PerfEstimate)]``. ``nonzero_of(mapping)`` gives the counts of a layout
-    (:func:`gpt_mapping.streams.nonzero_counts` with the weights). Interleaves that only
-    partly hide the FMA latency are left out as in :func:`choose_interleave`."""
+    (:func:`gpt_mapping.streams.nonzero_counts` with the weights). Interleaves where the
+    model is not validated are left out as in :func:`choose_interleave`."""
     p = params or PerfParams()
-    g_vec = -(-int(mapping.t_pad_per_row.max()) // mapping.pe.lanes)
     out = []
     for g in groups or group_candidates(mapping):
         for il in interleaves:
-            if il > 1 and il * g_vec < p.pipeline_latency:
+            if not interleave_validated(mapping, il, p):
                 continue
             try:
                 m = dataclasses.replace(mapping, groups=g, interleave=il)
