@@ -1,6 +1,7 @@
 """Column groups on the RTL fabric, in the reduction-bound regime (docs/gemm.md section 10).
 
     python bench/gemm_groups.py [--fabric 16x16] [--json OUT.json]
+    python bench/gemm_groups.py --demo     # the demo block's GEMMs in the mapper's layouts
 
 A GEMM of few features per PE (K = 4 features per column in the plain layout, 16 tokens
 per PE) on a 16 x 16 fabric, with every output's 2 T_y partial-sum wavelets on the row
@@ -55,11 +56,64 @@ def run(width, height, groups, sparsity, seed=0):
             "bit_exact": exact, "wall_seconds": wall}
 
 
+def demo_layouts(sparsities=(0.0, 0.9)):
+    """The demo block's four GEMMs in the layouts the mapper chooses
+    (bench/gpt2_wafer.py --demo, the redistribution bound counted), run on the 4 x 4 RTL
+    with X loaded in each layout by the host: measured against predicted, and the plain
+    layout's cycles beside them."""
+    from gpt_mapping import gpt
+    from gpt_mapping.fabric_run import run_gemm_rtl
+    from gpt_mapping.model import GPTConfig, init_block
+    from gpt_mapping.perf_model import choose_layout
+    config = GPTConfig(n_embd=64, n_head=4, n_ctx=16, batch=2)
+    rows = []
+    for sparsity in sparsities:
+        mapped = gpt.map_block(init_block(config, 0), sparsity)
+        rng = np.random.default_rng(0)
+        for name, layer in mapped.linears.items():
+            x = rng.standard_normal((config.tokens, layer.k)).astype(np.float16)
+            plain = GemmMapping(config.tokens, layer.k, layer.n, 4, 4)
+            choice = choose_layout(plain, layer.w16)
+            m = choice.mapping
+            y, c = run_gemm_rtl(m, x, layer.w16)
+            exact = bool(np.array_equal(y.view(np.uint16), fabric_gemm(
+                x, layer.w16, 4, 4, groups=m.groups).view(np.uint16)))
+            _, c1 = run_gemm_rtl(choose_interleave(plain, layer.w16), x, layer.w16)
+            cycles = int(c["cycles"])
+            rows.append({"gemm": name, "sparsity": sparsity, "groups": m.groups,
+                         "interleave": m.interleave, "cycles": cycles,
+                         "predicted": choice.estimate.cycles,
+                         "error": choice.estimate.cycles / cycles - 1,
+                         "redistribution_bound": choice.cycles_in + choice.cycles_out,
+                         "lane_ops": int(c["fmac_lane_ops"]),
+                         "plain_cycles": int(c1["cycles"]), "bit_exact": exact})
+            r = rows[-1]
+            print(f"{name:12s} {sparsity:4.0%} G {m.groups} I {m.interleave}: {cycles:6,d} "
+                  f"cycles (predicted {r['predicted']:,}, {100 * r['error']:+.1f} %), "
+                  f"{r['lane_ops'] / (64 * cycles):.1%}; plain {r['plain_cycles']:,}; "
+                  f"moves bound {r['redistribution_bound']}; exact {exact}", flush=True)
+        part = [r for r in rows if r["sparsity"] == sparsity]
+        cyc = sum(r["cycles"] for r in part)
+        ops = sum(r["lane_ops"] for r in part)
+        moves = sum(r["redistribution_bound"] for r in part)
+        print(f"  {sparsity:.0%}: GEMMs {cyc:,} cycles, {ops / (64 * cyc):.1%} (with the "
+              f"moves bound {ops / (64 * (cyc + moves)):.1%}); plain "
+              f"{sum(r['plain_cycles'] for r in part):,}")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fabric", type=parse_fabric, default=(16, 16))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--demo", action="store_true",
+                        help="the demo block's GEMMs in the mapper's layouts on 4 x 4 instead")
     args = parser.parse_args(argv)
+    if args.demo:
+        rows = demo_layouts()
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        return 0 if all(r["bit_exact"] for r in rows) else 1
     width, height = args.fabric
     rows = []
     print(f"{'G':>3} {'I':>2} {'zeros':>5} {'measured':>8} {'predicted':>9} {'error':>7} "

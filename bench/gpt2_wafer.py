@@ -2,6 +2,7 @@
 (docs/gemm.md section 10; issue 12's wafer-scale figure).
 
     python bench/gpt2_wafer.py [--batch 15] [--sparsity 0 --sparsity 0.9] [--json OUT.json]
+    python bench/gpt2_wafer.py --demo      # the same choice for the demo's block on 4 x 4
 
 The block of GPT-2 small (n_embd 768, 12 heads, n_ctx 1024; seeded weights, magnitude-pruned
 for the sparse runs) with a batch of B sequences: T = 1024 B tokens over the 994 rows. The
@@ -24,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,9 +52,10 @@ def utilization(est, cycles):
     return est.fmac_lane_ops / (est.lanes * est.pes * cycles)
 
 
-def wafer_block(batch=15, sparsity=0.0, fabric=WAFER, seed=0):
-    """The chosen layout of each of the block's four GEMMs, with its figures: a dict."""
-    config = GPTConfig(batch=batch, **GPT2_SMALL)
+def wafer_block(batch=15, sparsity=0.0, fabric=WAFER, seed=0, model=None):
+    """The chosen layout of each of the block's four GEMMs, with its figures: a dict.
+    ``model``: n_embd, n_head, n_ctx (default GPT-2 small's)."""
+    config = GPTConfig(batch=batch, **(model or GPT2_SMALL))
     mapped = gpt.map_block(init_block(config, seed), sparsity)
     width, height = fabric
     t = config.tokens
@@ -133,15 +134,22 @@ def wafer_block(batch=15, sparsity=0.0, fabric=WAFER, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=15)
+    parser.add_argument("--demo", action="store_true",
+                        help="the demo's block instead (n_embd 64, 4 heads, n_ctx 16, batch "
+                             "2 on 4 x 4: python -m gpt_mapping.demo gpt)")
     parser.add_argument("--sparsity", type=float, action="append")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     results = []
     for sparsity in args.sparsity or [0.0, 0.9]:
         start = time.perf_counter()
-        r = wafer_block(args.batch, sparsity)
+        if args.demo:
+            r = wafer_block(2, sparsity, (4, 4), model=dict(n_embd=64, n_head=4, n_ctx=16))
+        else:
+            r = wafer_block(args.batch, sparsity)
         results.append(r)
-        print(f"\nGPT-2 small block, batch {r['batch']} x 1024 = {r['tokens']} tokens on "
+        print(f"\n{'demo' if args.demo else 'GPT-2 small'} block, batch {r['batch']}: "
+              f"{r['tokens']} tokens on "
               f"{r['fabric'][0]} x {r['fabric'][1]} PEs ({r['tokens_per_row']} tokens per "
               f"row), {sparsity:.0%} zeros ({time.perf_counter() - start:.0f} s)")
         print(f"{'GEMM':12s} {'K x N':>10s} {'G':>4s} {'W/G':>4s} {'I':>2s} {'K/PE':>4s} "

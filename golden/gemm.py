@@ -217,18 +217,16 @@ def fabric_gemm(x16, w16, width, height, *, groups=1, token_block=None, progress
     """
     _check(x16, w16, width, height)
     if groups != 1:
-        step = None
-        if progress is not None:
-            done = [0, 0]                  # tokens over all groups, whole tokens reported
+        done = [0, 0]                      # tokens over all groups, whole tokens reported
 
-            def step(count):
-                done[0] += count
-                whole = done[0] // groups
-                if whole > done[1]:
-                    progress(whole - done[1])
-                    done[1] = whole
+        def step(count):
+            done[0] += count
+            whole = done[0] // groups
+            if whole > done[1]:
+                progress(whole - done[1])
+                done[1] = whole
         return _per_group(fabric_gemm, x16, w16, width, height, groups,
-                          token_block=token_block, progress=step)
+                          token_block=token_block, progress=step if progress else None)
     (tokens, features), outputs = x16.shape, w16.shape[1]
     ops = _Operands(x16, w16)
     if token_block is None:

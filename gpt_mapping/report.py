@@ -337,12 +337,15 @@ def format_report(report):
                   and "on_host_because" in row["mapping"]})
     for reason in why:
         lines.append(f"attention on the host because: {reason}")
-    layouts = [f"{row['name']} {row['gemm']['mapping'].get('interleave', 1)}"
+    layouts = [f"{row['name']} G {row['gemm']['mapping'].get('groups', 1)} "
+               f"I {row['gemm']['mapping'].get('interleave', 1)}"
                for row in report["operations"]
                if isinstance(row.get("gemm"), dict) and "mapping" in row["gemm"]]
     if layouts:
-        lines.append("GEMM layouts, outputs interleaved (chosen by the perf model, "
-                     "docs/gemm.md section 9): " + ", ".join(layouts))
+        lines.append("GEMM layouts, column groups G and outputs interleaved I (I chosen by "
+                     "the perf model, docs/gemm.md section 9; G = 1: activations stay in "
+                     "place, a grouped layout needs a redistribution the fabric does not "
+                     "run yet, section 10): " + ", ".join(layouts))
     stay = tot["activations_stay_on_fabric"]
     lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else

@@ -274,3 +274,40 @@ def test_small_t_y_corner_against_the_rtl():
     assert np.abs(errors).max() <= 0.15, f"{worst}: {100 * np.abs(errors).max():.1f} % off"
     assert np.abs(errors).mean() <= 0.07
     assert (np.abs(errors) <= 0.10).mean() >= 0.85
+
+
+def _postfreeze():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "bench" / "perf_model_sweep.py"
+    spec = importlib.util.spec_from_file_location("bench_perf_model_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: A live subset of the post-freeze set (docs/gemm.md section 11): (index in the set,
+#: cycles the RTL measured, cycles the frozen model predicted) when the set was run. A change
+#: of the RTL's timing or of the model shows here.
+POSTFREEZE_LIVE = [(0, 281, 287), (9, 443, 408), (11, 633, 627), (19, 151, 149)]
+
+
+def test_the_post_freeze_set_is_the_frozen_models():
+    sweep = _postfreeze()
+    assert sweep.model_sha256() == sweep.FROZEN_MODEL_SHA256, \
+        "gpt_mapping/perf_model.py changed since the freeze: re-run the post-freeze set " \
+        "(nox -s perf_model_postfreeze), record it in docs/gemm.md section 11 and freeze again"
+    cases = sweep.postfreeze_cases()
+    assert len(cases) == 64 and len({c.name for c in cases}) == 64
+    assert {c.groups for c in cases} >= {1, 2, 4, 8} and {c.interleave for c in cases} == {1, 2, 4}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index, measured, predicted", POSTFREEZE_LIVE,
+                         ids=[f"postfreeze{c[0]}" for c in POSTFREEZE_LIVE])
+def test_post_freeze_subset_on_the_rtl(index, measured, predicted):
+    sweep = _postfreeze()
+    record = sweep.run_case(sweep.postfreeze_cases()[index])
+    assert record["ok"], record["error"]
+    assert record["predicted_cycles"] == predicted
+    assert record["cycles"] == measured, f"the RTL's timing changed: {record['cycles']} cycles"
