@@ -29,7 +29,8 @@ import numpy as np
 
 from golden.routing import Endpoint, RouteTables, RoutingError, RoutingModel
 from gpt_mapping.layout import (FP16_BYTES, GemmMapping, MappingError, check_gemm_operands)
-from gpt_mapping.perf_model import accumulator_buffers, predict
+from gpt_mapping.perf_model import (accumulator_buffers, held_features, needed_features,
+                                    predict)
 from gpt_mapping.streams import ReductionCommand, nonzero_counts, weight_streams
 from rtl.mesh import edge_endpoints
 from rtl.pe import regs as R
@@ -142,10 +143,7 @@ def _check_chain(mappings, x16, w16s):
         if m.features != prev.outputs:
             raise MappingError(f"GEMM {i} of the chain has K = {m.features} features but GEMM "
                                f"{i - 1} produces N = {prev.outputs} outputs")
-        held = [(int(a), int(a + n)) for a, n in zip(prev.output_bounds[:-1],
-                                                     prev.outputs_per_column)]
-        needed = [(int(a), int(a + k)) for a, k in zip(m.feature_starts,
-                                                       m.features_per_column)]
+        held, needed = held_features(prev), needed_features(m)
         if held != needed:
             x = next(c for c in range(m.width) if held[c] != needed[c])
             raise MappingError(

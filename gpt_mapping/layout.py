@@ -345,8 +345,6 @@ class GemmMapping:
 
         With column groups: group g's outputs split over its columns, the groups in order
         (still one partition of N over the columns, ascending)."""
-        if self.groups == 1:
-            return _frozen(block_bounds(self.width, self.outputs))
         x = np.arange(self.width + 1, dtype=np.int64)
         g = np.minimum(x // self.group_width, self.groups - 1)   # x = width: end of the last
         local = x - g * self.group_width
@@ -372,8 +370,6 @@ class GemmMapping:
 
     def owner_column(self, n):
         """The column that owns output ``n`` (gets the 'final sum' command); vectorised."""
-        if self.groups == 1:
-            return block_owner(n, self.width, self.outputs)
         n = np.asarray(n, dtype=np.int64)
         if np.any((n < 0) | (n >= self.outputs)):
             raise ValueError(f"output index out of range [0, {self.outputs}): "

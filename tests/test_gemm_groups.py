@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from golden.gemm import compare_to_torch, fabric_gemm, fabric_gemm_reference
+from gpt_mapping.demo import make_gemm_operands
 from gpt_mapping.layout import ColorPlan, GemmMapping, MappingError
 from gpt_mapping.perf_model import (choose_layout, held_features, needed_features,
                                     plain_layout, predict_from_weights,
@@ -19,11 +20,7 @@ from rtl.wavelet import unpack_array
 
 
 def _operands(t, k, n, sparsity, seed=3):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((t, k)).astype(np.float16)
-    w = rng.standard_normal((k, n)).astype(np.float16)
-    w[rng.random((k, n)) < sparsity] = 0
-    return x, w
+    return make_gemm_operands(t, k, n, sparsity, seed)
 
 
 def test_each_group_splits_all_of_k_and_its_slice_of_n():

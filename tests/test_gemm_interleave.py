@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from golden.gemm import fabric_gemm
+from gpt_mapping.demo import make_gemm_operands
 from gpt_mapping.layout import GemmMapping, MappingError
 from gpt_mapping.perf_model import accumulator_buffers, predict_from_weights
 from gpt_mapping.streams import column_stream
@@ -16,11 +17,7 @@ from rtl.wavelet import unpack_array
 
 
 def _operands(t, k, n, sparsity, seed=1):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((t, k)).astype(np.float16)
-    w = rng.standard_normal((k, n)).astype(np.float16)
-    w[rng.random((k, n)) < sparsity] = 0
-    return x, w
+    return make_gemm_operands(t, k, n, sparsity, seed)
 
 
 def test_stream_alternates_the_group_and_then_sends_its_commands():
