@@ -108,6 +108,15 @@ def gemm_groups(session):
 
 
 @nox.session(python=PYTHON)
+def redistribute(session):
+    """X moved into column groups on the RTL (13 layouts, 2 x 2 to 8 x 4, 2 to 8 groups)
+    against the cycle model, every copy bit for bit (tests/test_redistribute.py runs
+    three); figures in docs/gemm.md section 12."""
+    _install(session)
+    session.run("python", "bench/redistribute.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def perf_model_postfreeze(session):
     """The frozen performance model against the 64 GEMMs drawn after the freeze, each on
     its own fabric up to 8 x 8 (tests/test_perf_model.py keeps four live); figures in

@@ -16,7 +16,11 @@ X``), so each operation's mapping is the usual one with the PE's ``data_base`` m
 input (:func:`dataclasses.replace` of the :class:`PEConfig`): the programs are the
 per-operation programs, unchanged. The block input and the residual stream ``x1`` stay
 where they were written (everything later lies above them), and the residual adds read
-them there. The QKV GEMM's weight columns and bias are ordered head by head, so the
+them there. A GEMM the mapper lays out in column groups (``choose_block_layout``) is
+preceded by a ``redistribute`` step that copies its X, on the fabric, into the groups right
+above the plain X (gpt_mapping/redistribute.py); the GEMM reads the copy, writes Y (in the
+plain layout) after it, and its counters include the copy's cycles. The QKV GEMM's weight
+columns and bias are ordered head by head, so the
 attention finds q, k and v where it needs them (attention.md section 1). This needs every
 column to hold the same number of features of every activation and every row that holds
 tokens the same padded count ``T_pad`` (rows of 2 and 3 tokens qualify with 4 lanes;
@@ -34,15 +38,18 @@ from gpt_mapping.elementwise import elementwise_program, elementwise_streams
 from gpt_mapping.fabric_run import (Placement, _check_errors, _check_routes, _clear_counters,
                                     _decode, _readback, fabric_build, gemm_routes, perf_params,
                                     pe_program)
-from gpt_mapping.layout import FP16_BYTES, GemmMapping, MappingError
-from gpt_mapping.perf_model import choose_interleave, predict
+from gpt_mapping.layout import FP16_BYTES, ColorPlan, GemmMapping, MappingError
+from gpt_mapping.perf_model import predict
+from gpt_mapping import redistribute as R_
+from gpt_mapping.redistribute import add_redistribution, choose_block_layout
 from gpt_mapping.elementwise import predict_elementwise_cycles
 from gpt_mapping.rowops import layernorm_program, predict_row_cycles, row_mapping, row_streams
 from gpt_mapping.streams import BlockCommand, nonzero_counts, weight_streams
 from rtl.pe import regs as R
-from rtl.router import route_addr
+from rtl.router import Port, route_addr
 from rtl.tile import BROADCAST_X
-from runtime.fabric_host import ConfigProgram, FabricStallError, Job, diagnose, run_job
+from runtime.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job, diagnose,
+                                 run_job)
 
 __all__ = ["Step", "BlockProgram", "plan", "run"]
 
@@ -124,10 +131,13 @@ class _Builder:
         return self._add(st)
 
     def gemm(self, name, k, n, w16):
-        m = choose_interleave(GemmMapping(tokens=self.t, features=k, outputs=n,
-                                          width=self.width, height=self.height,
-                                          pe=_at(self.pe, self.base)), w16, perf_params())
+        m = choose_block_layout(GemmMapping(tokens=self.t, features=k, outputs=n,
+                                            width=self.width, height=self.height,
+                                            pe=_at(self.pe, self.base)), w16, perf_params())
         _uniform(row_mapping(self.t, n, self.width, self.height, self.pe), n)
+        if m.groups > 1:
+            self.redistribute(name, m)
+            m = dataclasses.replace(m, pe=_at(self.pe, self.base))
         out_base = self.base + self._bytes(m, k)
         st = Step(name, "gemm", m, m, self.base, out_base, w16=w16)
         place = Placement(self.base, out_base)
@@ -136,6 +146,23 @@ class _Builder:
         st.streams = weight_streams(m, w16)
         st.predicted = int(predict(m, nonzero_counts(m, w16), perf_params()).cycles)
         return self._add(st)
+
+    def redistribute(self, name, m):
+        """The step that copies X (at ``base``, plain layout) into ``m``'s column groups,
+        right above it (gpt_mapping/redistribute.py); ``base`` moves to the copy."""
+        plain = row_mapping(self.t, m.features, self.width, self.height,
+                            _at(self.pe, self.base))
+        copy_base = self.base + self._bytes(plain, m.features)
+        st = Step(name + ".redistribute", "redistribute", m, plain, self.base, copy_base)
+        for x, y in self._tiles():
+            st.programs[x, y] = R_.redistribute_program(m, x, y, self.base, copy_base)[0]
+        st.streams = R_.redistribute_streams(m)
+        st.predicted = R_.predict_redistribute_cycles(m, perf_params())
+        st.extra_reads = {(x, y): (copy_base, R_.copy_bytes(m, y) // 4)
+                          for x, y in self._tiles() if m.tokens_per_row[y]}
+        self.steps.append(st)
+        self.base = copy_base
+        return st
 
     def attention(self, prefix, cfg):
         lay = A.attention_layout(cfg.n_embd, cfg.n_head, cfg.n_ctx, cfg.batch, self.width,
@@ -192,10 +219,23 @@ def _block_steps(b, mapped, prefix=""):
 
 
 def _program(b, lay, perm, input_base):
-    first_gemm = next(st for st in b.steps if st.kind == "gemm").mapping
+    first_gemm = dataclasses.replace(
+        next(st for st in b.steps if st.kind == "gemm").mapping, groups=1, interleave=1,
+        colors=ColorPlan())
     tables = gemm_routes(first_gemm)
-    for entry in A.kv_routes(lay):
-        tables.set(*entry)
+    extra = list(A.kv_routes(lay))
+    for st in b.steps:
+        if st.kind == "gemm" and st.mapping.groups > 1:
+            extra += gemm_routes(st.mapping).entries()
+        elif st.kind == "redistribute":
+            extra += R_.redistribute_routes(st.mapping)
+    for x, y, port, color, mask in extra:
+        held = tables.mask(x, y, port, color)
+        if held and held != mask:
+            raise MappingError(f"tile ({x}, {y}) {Port(port).name} colour {color}: two "
+                               f"operations of the block route it differently ({held:#x} "
+                               f"and {mask:#x})")
+        tables.set(x, y, port, color, mask)
     _check_routes(first_gemm, tables)
     return BlockProgram(b.steps, tables, input_base, b.base, b.steps[0].mapping, perm)
 
@@ -304,7 +344,7 @@ def run(prog, x16, fabric=None, watchdog=5000, progress=None):
                                 routes=lambda x, y, p, c: prog.tables.mask(x, y, p, c)
                                 if x < W and y < H else 0)
         raise FabricStallError(f"block program stopped in {name}: {why}; {message}", rep)
-    outputs, counters = {}, {}
+    outputs, counters, moves = {}, {}, None
     inv = np.argsort(prog.perm)
     span = lambda i: int(result.spans[i][1] - result.spans[i][0])     # noqa: E731
     figures = {"programs": 0, "verification": 0}
@@ -319,10 +359,23 @@ def run(prog, x16, fabric=None, watchdog=5000, progress=None):
             got = {xy: np.asarray(t.take(result.answers[read_step]), dtype=np.uint32)
                    for xy, t in extra.items()}
             y16 = A.decode_probs(st.mapping, got)
+        elif st.kind == "redistribute":
+            got = {xy: np.asarray(t.take(result.answers[read_step]), dtype=np.uint32)
+                   for xy, t in extra.items()}
+            y16 = R_.decode_copies(st.mapping, got)
+            before_copy = outputs[prog.steps[i - 1].name] if i else x16
+            if not np.array_equal(np.asarray(y16).view(np.uint16),
+                                  np.asarray(before_copy).view(np.uint16)):
+                raise FabricRunError(f"block program, {st.name}: the copy of X in the "
+                                     f"column groups differs from the X it copied")
         elif st.name.endswith(("attn.c_attn", "attn.c_attn.bias")):
             y16 = np.ascontiguousarray(np.asarray(y16)[:, inv])
-        outputs[st.name] = np.asarray(y16)
-        counters[st.name] = cnt
+        if st.kind == "redistribute":
+            moves = cnt                      # counted in the GEMM's row that follows
+        else:
+            outputs[st.name] = np.asarray(y16)
+            counters[st.name] = (add_redistribution(cnt, moves) if st.kind == "gemm"
+                                 and st.mapping.groups > 1 else cnt)
         if i == 0:
             figures["load"] = span(cfg_step)
         else:

@@ -349,7 +349,8 @@ class GoldenBackend:
         ``label``, the layer's name, is not used here."""
         from golden.gemm import fabric_gemm
         bar.reset(total=mapping.tokens)
-        y16 = fabric_gemm(x16, w16, mapping.width, mapping.height, progress=bar.update)
+        y16 = fabric_gemm(x16, w16, mapping.width, mapping.height, progress=bar.update,
+                          groups=mapping.groups)
         return GemmRun(y16=y16, **predict_gemm(mapping, w16))
 
     def fabric_op(self, op, mapping, x16, operand=None, eps=None, label=""):
@@ -441,7 +442,22 @@ class RtlBackend:
             y16, counters = held
             return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
         traced = {} if self.trace is None else {"trace": self.trace, "trace_label": label}
+        moves = None
+        if mapping.groups > 1:
+            # X into the grouped layout on the fabric first, as the block program does
+            # (its copy checked against X), so the GEMM's cycles count the same moves.
+            from .redistribute import add_redistribution, run_redistribute_rtl
+            copy, moves = run_redistribute_rtl(
+                mapping, x16, **({} if self.trace is None else
+                                 {"trace": self.trace,
+                                  "trace_label": f"{label}.redistribute"}))
+            if not np.array_equal(np.asarray(copy).view(np.uint16),
+                                  np.asarray(x16).view(np.uint16)):
+                raise RuntimeError(f"{label or 'GEMM'}: the redistribution's copy of X "
+                                   f"differs from X")
         y16, counters = self._run(mapping, x16, w16, bar, **traced)
+        if moves is not None:
+            counters = add_redistribution(counters, moves)
         return GemmRun(y16=np.asarray(y16), **counters_to_stats(mapping, w16, counters))
 
     def fabric_op(self, op, mapping, x16, operand=None, eps=None, label=""):
@@ -529,31 +545,38 @@ def predict_gemm(mapping, w16, params=None):
     schedule (:func:`gpt_mapping.perf_model.predict`), lane-operations per PE and wavelets
     per link from the mapping and the weight streams' non-zero counts."""
     from .perf_model import predict
+    from .redistribute import predict_redistribute_cycles
     counts = _nonzero_counts(mapping, w16)
     estimate = predict(mapping, counts, params)
     lane_ops = predicted_lane_ops(mapping, w16, counts)
-    cycles = int(estimate.cycles)
+    moves = predict_redistribute_cycles(mapping, params)
+    cycles = int(estimate.cycles) + moves
     util = lane_ops / float(mapping.pe.lanes * max(cycles, 1))
     return {"cycles": cycles, "kind": "predicted", "fmac_lane_ops": int(lane_ops.sum()),
             "util": util, "links": predicted_link_wavelets(mapping, w16, counts),
-            "details": {"source": "gpt_mapping.perf_model (cycles) + mapping and streams "
+            "details": {"source": "gpt_mapping.perf_model (cycles; with column groups plus "
+                                  "the redistribution bound of X) + mapping and streams "
                                   "(per-PE lane-ops, per-link wavelets)",
-                        "perf_model": estimate.as_dict()}}
+                        "perf_model": estimate.as_dict(),
+                        "redistribute_cycles": moves}}
+
 
 
 def predict_block_cycles(block, fabric, sparsity=0.0, pe=None, params=None):
     """Predicted fabric cycles ``{gemm name: cycles}`` of ``block`` pruned to ``sparsity``,
     without running anything: the dense baseline of a sparse run's speed-up."""
     from .layout import GemmMapping, PEConfig
-    from .perf_model import choose_interleave, predict_from_weights
+    from .perf_model import predict_from_weights
+    from .redistribute import choose_block_layout, predict_redistribute_cycles
     mapped = map_block(block, sparsity)
     cfg, (width, height) = mapped.config, fabric
     out = {}
     for name, layer in mapped.linears.items():
-        m = choose_interleave(GemmMapping(tokens=cfg.tokens, features=layer.k,
-                                          outputs=layer.n, width=width, height=height,
-                                          pe=pe or PEConfig()), layer.w16, params)
-        out[name] = int(predict_from_weights(m, layer.w16, params).cycles)
+        m = choose_block_layout(GemmMapping(tokens=cfg.tokens, features=layer.k,
+                                            outputs=layer.n, width=width, height=height,
+                                            pe=pe or PEConfig()), layer.w16, params)
+        out[name] = int(predict_from_weights(m, layer.w16, params).cycles) + \
+            predict_redistribute_cycles(m, params)
     return out
 
 
@@ -789,11 +812,11 @@ def run_block(mapped, x16, fabric, backend="golden", progress=False, pe=None, la
         raise ValueError(f"block input must be float16 [{cfg.batch}, {cfg.n_ctx}, "
                          f"{cfg.n_embd}], got {x16.dtype} {list(x16.shape)}")
     width, height = fabric
-    from .perf_model import choose_interleave
-    mappings = {name: choose_interleave(GemmMapping(tokens=cfg.tokens, features=layer.k,
-                                                    outputs=layer.n, width=width,
-                                                    height=height, pe=pe or PEConfig()),
-                                        layer.w16)
+    from .redistribute import choose_block_layout
+    mappings = {name: choose_block_layout(GemmMapping(tokens=cfg.tokens, features=layer.k,
+                                                      outputs=layer.n, width=width,
+                                                      height=height, pe=pe or PEConfig()),
+                                          layer.w16)
                 for name, layer in mapped.linears.items()}
     row_maps = _fabric_op_mappings(cfg, fabric, pe or PEConfig())
     att_layout, att_why = attention_placement(cfg, fabric, pe or PEConfig())
@@ -1007,7 +1030,9 @@ def evaluate(run, trace=None, golden=None, check_limit=CHECK_LIMIT, mapped=None)
         elif rec.gemm is not None:
             t, k = rec.in16.shape
             if t * k * rec.layer["N"] <= check_limit:
-                ref16 = spec_gemm_loop(rec.in16, rec.w16, run.fabric[0])
+                # Each column group computes its outputs on its own W / G columns.
+                width = (rec.mapping or {}).get("group_width", run.fabric[0])
+                ref16 = spec_gemm_loop(rec.in16, rec.w16, width)
                 rec.bit_exact = bool(np.array_equal(bits(rec.out16), bits(ref16)))
                 rec.bit_exact_vs = "SPEC 7 loop reference"
             else:

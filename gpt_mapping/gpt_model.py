@@ -30,7 +30,7 @@ from . import gpt
 from .gpt import (BlockRun, GoldenBackend, OpRecord, OpSpec, f16_values, map_block,
                   round_f32_to_f16, select_backend)
 from .layout import GemmMapping, PEConfig
-from .perf_model import choose_interleave
+from .redistribute import choose_block_layout, predict_redistribute_cycles
 from .model import GPT
 
 __all__ = ["check_tokens", "check_generate", "run_model", "torch_trace", "run_gpt_model",
@@ -97,7 +97,7 @@ def run_model(model, tokens, fabric, backend="golden", sparsity=0.0, progress=Fa
     blocks = [map_block(b, sparsity) for b in model.transformer.h]
     head_w16 = np.ascontiguousarray(round_f32_to_f16(
         model.lm_head.weight.detach().numpy().astype(np.float32).T))
-    head_map = choose_interleave(head_map, head_w16)
+    head_map = choose_block_layout(head_map, head_w16)
     ln_f16 = tuple(round_f32_to_f16(p.detach().numpy().astype(np.float32))
                    for p in (model.transformer.ln_f.weight, model.transformer.ln_f.bias))
 
@@ -281,10 +281,11 @@ def predict_model_cycles(model, tokens, fabric, sparsity=0.0, pe=None):
                     gpt.predict_block_cycles(block, fabric, sparsity, pe).items()})
     cfg, (width, height) = model.config, fabric
     head_w16 = round_f32_to_f16(model.lm_head.weight.detach().numpy().astype(np.float32).T)
-    mapping = choose_interleave(GemmMapping(tokens=cfg.tokens, features=cfg.n_embd,
-                                            outputs=model.vocab, width=width, height=height,
-                                            pe=pe or PEConfig()), head_w16)
-    out["lm_head"] = int(predict_from_weights(mapping, head_w16).cycles)
+    mapping = choose_block_layout(GemmMapping(tokens=cfg.tokens, features=cfg.n_embd,
+                                              outputs=model.vocab, width=width,
+                                              height=height, pe=pe or PEConfig()), head_w16)
+    out["lm_head"] = int(predict_from_weights(mapping, head_w16).cycles) + \
+        predict_redistribute_cycles(mapping)
     return out
 
 

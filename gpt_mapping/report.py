@@ -78,6 +78,7 @@ def _op_row(rec, lanes_pes):
                 "util_kind": g.util_kind,
                 "links_kind": g.links_kind,
                 "torch_gemm_check": rec.torch_gemm_check,
+                "redistribute": _redistribute(g),
                 "mapping": rec.mapping,
                 "residency": rec.residency,
                 "backend_details": g.details,
@@ -106,6 +107,21 @@ def speedup(dense_cycles, sparse_cycles):
     if not dense_cycles or not sparse_cycles:
         return None
     return dense_cycles / sparse_cycles
+
+
+def _redistribute(gemm):
+    """The cycles of moving the GEMM's X into its column groups, counted in its cycles
+    (gpt_mapping/redistribute.py): ``{"cycles", "predicted_cycles", "kind"}``, or None for
+    a plain layout."""
+    moves = (gemm.details.get("counters") or {}).get("redistribute")
+    if moves is not None:
+        return {"cycles": int(moves["cycles"]),
+                "predicted_cycles": int(moves["predicted_cycles"]), "kind": "measured"}
+    predicted = gemm.details.get("redistribute_cycles")
+    if predicted:
+        return {"cycles": int(predicted), "predicted_cycles": int(predicted),
+                "kind": "predicted"}
+    return None
 
 
 def _predicted_cycles(gemm):
@@ -337,15 +353,24 @@ def format_report(report):
                   and "on_host_because" in row["mapping"]})
     for reason in why:
         lines.append(f"attention on the host because: {reason}")
-    layouts = [f"{row['name']} G {row['gemm']['mapping'].get('groups', 1)} "
-               f"I {row['gemm']['mapping'].get('interleave', 1)}"
-               for row in report["operations"]
-               if isinstance(row.get("gemm"), dict) and "mapping" in row["gemm"]]
+    layouts = []
+    for row in report["operations"]:
+        gemm = row.get("gemm")
+        if not isinstance(gemm, dict) or "mapping" not in gemm:
+            continue
+        text = (f"{row['name']} G {gemm['mapping'].get('groups', 1)} "
+                f"I {gemm['mapping'].get('interleave', 1)}")
+        moves = gemm.get("redistribute")
+        if moves:
+            text += (f" (X moved into the groups in {moves['cycles']:,}"
+                     f"{'m' if moves['kind'] == 'measured' else 'p'} cycles, predicted "
+                     f"{moves['predicted_cycles']:,})")
+        layouts.append(text)
     if layouts:
-        lines.append("GEMM layouts, column groups G and outputs interleaved I (I chosen by "
-                     "the perf model, docs/gemm.md section 9; G = 1: activations stay in "
-                     "place, a grouped layout needs a redistribution the fabric does not "
-                     "run yet, section 10): " + ", ".join(layouts))
+        lines.append("GEMM layouts, column groups G and outputs interleaved I (chosen by the "
+                     "perf model counting the moves, docs/gemm.md sections 9, 10 and 12; "
+                     "G > 1: the fabric first copies X into the groups, and the GEMM's "
+                     "cycles include that copy): " + ", ".join(layouts))
     stay = tot["activations_stay_on_fabric"]
     lines.append("activations between operations: " + (
         f"stay on the fabric for {', '.join(stay)}" if stay else

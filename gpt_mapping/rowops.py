@@ -382,7 +382,8 @@ def row_streams(mapping, command, gamma16=None, beta16=None):
 TASK_NAMES = {**{task: name.replace("_", " ") for name, task in ROW_TASKS.items()},
               **{CTRL_BASE + int(c): c.name.lower()
                  for c in (BlockCommand.BIAS, BlockCommand.RESIDUAL, BlockCommand.GELU,
-                           BlockCommand.ATTN_SCORES, BlockCommand.ATTN_VALUES)}}
+                           BlockCommand.ATTN_SCORES, BlockCommand.ATTN_VALUES,
+                           BlockCommand.REDISTRIBUTE)}}
 
 
 # --- the cycle model ---------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class BlockCommand(enum.IntEnum):
     ``ATTN_SCORES``: the attention's scores, causal mask and softmax of the PE's head and
     queries (gpt_mapping/attention.py); ``ATTN_VALUES``: its ``P V``.
     ``STREAM``: send the PE's operand to its neighbour (bench/zero_filter.py).
+    ``REDISTRIBUTE``: copy the PE's activation tile to the columns of the other column
+    groups that need it and take theirs (gpt_mapping/redistribute.py).
     """
     ROW_REDUCE = 3
     LAYERNORM = 4
@@ -71,6 +73,7 @@ class BlockCommand(enum.IntEnum):
     ATTN_SCORES = 10
     ATTN_VALUES = 11
     STREAM = 12
+    REDISTRIBUTE = 13
 
 
 def _weight_bits(w16):

@@ -127,3 +127,17 @@ def test_nonlinear_bench_golden_table(tmp_path, capsys):
     assert set(rows) == {"exp", "rsqrt"} and rows["rsqrt"]["correctly_rounded"] == 1.0
     with pytest.raises(KeyError, match="no kernel 'erf'"):
         bench.main(["--kernels", "erf"])
+
+
+def test_redistribute_bench_cases_are_layouts_the_fabric_can_reach():
+    """bench/redistribute.py: one tuning case (the demo's layout), the rest checks, every
+    one a grouped layout the redistribution supports."""
+    from gpt_mapping import redistribute as RD
+    from gpt_mapping.layout import GemmMapping
+    bench = _load_bench("redistribute")
+    roles = [c[0] for c in bench.CASES]
+    assert roles.count("tune") == 1 and roles.count("check") >= 10
+    for _, w, h, t, k, n, g in bench.CASES:
+        m = GemmMapping(tokens=t, features=k, outputs=n, width=w, height=h, groups=g)
+        assert g > 1 and RD.redistributable(m) is None, (w, h, t, k, g)
+    assert bench.CASES[0][1:] == (4, 4, 32, 64, 64, 4)      # REDISTRIBUTE_FIXED's source

@@ -9,6 +9,7 @@ import pytest
 from gpt_mapping import block_program, gpt, report
 from gpt_mapping.layout import FP16_BYTES, MappingError, PEConfig
 from gpt_mapping.model import GPTConfig, init_block
+from gpt_mapping.redistribute import predict_redistribute_cycles as gemm_moves
 
 CFG = GPTConfig(n_embd=16, n_head=2, n_ctx=4, batch=2)
 FABRIC = (2, 2)
@@ -24,7 +25,20 @@ def _plan(cfg=CFG, fabric=FABRIC):
 def test_every_operation_reads_where_the_previous_one_wrote():
     prog, _ = _plan()
     steps = prog.steps
-    assert [s.name for s in steps] == [op.name for op in gpt.OPERATIONS]
+    # A GEMM in column groups is preceded by the move of its X into them (its own step,
+    # its cycles counted in the GEMM's row); here the mapper groups the first three.
+    moves = [s for s in steps if s.kind == "redistribute"]
+    assert [s.name for s in moves] == [f"{n}.redistribute" for n in
+                                       ("attn.c_attn", "attn.c_proj", "mlp.c_fc")]
+    assert [s.name for s in steps if s.kind != "redistribute"] == \
+        [op.name for op in gpt.OPERATIONS]
+    for st in moves:
+        gemm = steps[steps.index(st) + 1]
+        assert gemm.name + ".redistribute" == st.name and gemm.mapping.groups == 2
+        assert gemm.base == st.out_base and gemm.mapping.pe.data_base == st.out_base
+        # the plain X stays below its copy, which holds all K (2 x the plain piece)
+        assert st.out_base - st.base == (gemm.mapping.features // 2) * 4 * FP16_BYTES
+        assert st.predicted == gemm_moves(gemm.mapping)
     assert steps[0].base == PEConfig().data_base == prog.input_base
     for before, after in zip(steps, steps[1:]):
         if after.name == "attn.av":            # P V reads the QKV the scores read
@@ -124,10 +138,10 @@ def test_the_model_program_chains_the_blocks_and_names_what_stops_it():
     ln16 = tuple(np.zeros(CFG.n_embd, np.float16) for _ in range(2))
     prog = block_program.plan_model(blocks, ln16, np.zeros((16, 32), np.float16), FABRIC,
                                     pe, lay, 1e-5)
-    names = [s.name for s in prog.steps]
+    names = [s.name for s in prog.steps if s.kind != "redistribute"]
     assert names[:2] == ["h.0.ln_1", "h.0.attn.c_attn"] and names[-2:] == ["ln_f", "lm_head"]
     assert len(names) == 2 * 15 + 2
-    first_1 = names.index("h.1.ln_1")
+    first_1 = [s.name for s in prog.steps].index("h.1.ln_1")
     assert prog.steps[first_1].base == prog.steps[first_1 - 1].out_base  # block 1 reads block 0
     with pytest.raises(MappingError, match=r"the same 31 features on every column"):
         block_program.plan_model(blocks, ln16, np.zeros((16, 31), np.float16), FABRIC, pe,

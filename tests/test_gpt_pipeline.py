@@ -94,7 +94,8 @@ class FakeRtl(gpt.GoldenBackend):
 
     def run(self, mapping, x16, w16, bar, label=""):
         from golden.gemm import fabric_gemm
-        y16 = fabric_gemm(x16, w16, mapping.width, mapping.height).copy()
+        y16 = fabric_gemm(x16, w16, mapping.width, mapping.height,
+                          groups=mapping.groups).copy()
         if mapping.outputs == self.corrupt:
             y16.view(np.uint16)[0, 0] ^= 1
         counters = {"cycles": 1234}

@@ -319,9 +319,21 @@ def test_gpt_trace_lays_the_fabric_operations_end_to_end(tmp_path, capsys):
     assert_tracks_nest(doc)
     host = [e for e in doc["traceEvents"] if e["pid"] == 1 and e["ph"] in "Xi"]
     measured = [e for e in host if e["ph"] == "X" and "cycles measured" in e["name"]]
-    assert [(e["name"].split(":")[0], e["dur"]) for e in measured] == gemms
+    # A GEMM in column groups first moves its X into them (its own run, ".redistribute");
+    # the GEMM's row counts both.
+    folded, moves = [], 0
+    for e in measured:
+        name = e["name"].split(":")[0]
+        if name.endswith(".redistribute"):
+            moves += e["dur"]
+            continue
+        folded.append((name, e["dur"] + moves))
+        moves = 0
+    assert folded == gemms
     spans = [(e["ts"], e["ts"] + e["dur"]) for e in measured]
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    own_spans = [sp for sp, e in zip(spans, measured)
+                 if not e["name"].split(":")[0].endswith(".redistribute")]
     host_ops = [r["name"] for r in report["operations"] if r["where"] == "host"]
     assert [e["name"] for e in host if e["ph"] == "i"] == host_ops
     pes = _pe_events(doc)
@@ -332,7 +344,7 @@ def test_gpt_trace_lays_the_fabric_operations_end_to_end(tmp_path, capsys):
             assert any(b <= e["ts"] and e["ts"] + e.get("dur", 0) <= f for b, f in spans), \
                 (name, e)
         # Every GEMM ran reductions (code tasks) on every PE, and so did LayerNorm and GELU.
-        coded = [span for span, (op, _) in zip(spans, gemms)
+        coded = [span for span, (op, _) in zip(own_spans, gemms)
                  if op.startswith(("attn.c_", "mlp.c_", "ln_", "mlp.gelu"))
                  and not op.endswith(".bias")]
         assert len(coded) == 7
