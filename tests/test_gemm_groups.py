@@ -172,6 +172,33 @@ def test_grouped_gemm_on_the_rtl(shape, fabric, sparsity, groups, interleave):
         assert sent[:, 0, Port.E].sum() > 0
 
 
+@pytest.mark.rtl
+def test_benchmark_gemm_in_the_chosen_layout():
+    """bench/gemm_fabric.py --layout chosen: the benchmark GEMM (4 x 4, T 64, K 512, N 64)
+    in four one-column groups, dense and 90 % sparse, bit-exact; the cycles exact (docs/gemm.md
+    section 10: 99.8 % dense, 9.48x), so a timing change is caught."""
+    import importlib.util
+    from pathlib import Path
+    from gpt_mapping.fabric_run import run_gemm_rtl
+    from gpt_mapping.layout import map_gemm
+    path = Path(__file__).resolve().parent.parent / "bench" / "gemm_fabric.py"
+    spec = importlib.util.spec_from_file_location("bench_gemm_fabric", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cycles = {}
+    for sparsity in (0.0, 0.9):
+        x, w = make_gemm_operands(64, 512, 64, sparsity, 0)
+        m = bench.choose(map_gemm(x, w, 4, 4), w)
+        assert (m.groups, m.interleave) == (4, 1)
+        y, c = run_gemm_rtl(m, x, w)
+        assert np.array_equal(y.view(np.uint16), fabric_gemm(x, w, 4, 4, groups=4)
+                              .view(np.uint16))
+        cycles[sparsity] = c["cycles"]
+        if sparsity == 0.0:
+            assert c["fmac_lane_ops"] / (64 * c["cycles"]) >= 0.98
+    assert cycles == {0.0: 32_845, 0.9: 3_464}
+
+
 def test_a_chain_refuses_layouts_that_need_a_redistribution():
     from gpt_mapping.fabric_run import _check_chain
     x, w = _operands(8, 16, 8, 0.0)
