@@ -27,28 +27,39 @@ from golden.gemm import compare_to_torch, fabric_gemm  # noqa: E402
 from gpt_mapping.demo import make_gemm_operands  # noqa: E402
 from gpt_mapping import fabric_run  # noqa: E402
 from gpt_mapping.fabric_run import fabric_build, run_gemm_rtl  # noqa: E402
-from gpt_mapping.layout import map_gemm, parse_fabric  # noqa: E402
+from gpt_mapping.layout import balanced_output_order, map_gemm, parse_fabric  # noqa: E402
 from gpt_mapping.perf_model import layout_options, predict  # noqa: E402
 from gpt_mapping.streams import nonzero_counts  # noqa: E402
 
 
-def choose(mapping, w16):
+def choose(mapping, w16, balance=True):
     """The layout the perf model predicts fewest cycles for (column groups and interleave,
     the smaller G, then I, on a tie): a GEMM on its own has X placed and Y read by the
-    host, so no layout costs a move."""
+    host, so no layout costs a move. With ``balance`` each layout's outputs are ordered
+    by :func:`balanced_output_order` (the non-zeros spread evenly over its groups).
+    Returns ``(mapping, order)``."""
+    def order(m):
+        return (balanced_output_order(w16, m.groups) if balance
+                else np.arange(w16.shape[1], dtype=np.int64))
     best = None
-    for m, est in layout_options(mapping, lambda m: nonzero_counts(m, w16),
-                                 fabric_run.perf_params()):
+    for m, est in layout_options(
+            mapping, lambda m: nonzero_counts(m, np.ascontiguousarray(w16[:, order(m)])),
+            fabric_run.perf_params()):
         if best is None or est.cycles < best[1].cycles:
             best = (m, est)
-    return best[0]
+    return best[0], order(best[0])
 
 
 def run_one(x16, w16, width, height, progress=True, layout="plain"):
-    """One GEMM on the fabric; a dict of its figures."""
+    """One GEMM on the fabric; a dict of its figures. ``layout``: "plain", or "chosen"
+    (:func:`choose`; the outputs in the balanced order on the fabric, Y put back in order
+    by the host)."""
     mapping = map_gemm(x16, w16, width, height)
+    w_in = w16
+    order = np.arange(w16.shape[1])
     if layout == "chosen":
-        mapping = choose(mapping, w16)
+        mapping, order = choose(mapping, w16)
+        w16 = np.ascontiguousarray(w_in[:, order])
     nonzero = nonzero_counts(mapping, w16)
     estimate = predict(mapping, nonzero, fabric_run.perf_params())
     start = time.perf_counter()
@@ -56,6 +67,8 @@ def run_one(x16, w16, width, height, progress=True, layout="plain"):
               leave=False) as bar:
         y16, counters = run_gemm_rtl(mapping, x16, w16, bar)
     wall = time.perf_counter() - start
+    y16 = np.ascontiguousarray(y16[:, np.argsort(order)])
+    w16 = w_in
     golden = fabric_gemm(x16, w16, width, height, groups=mapping.groups)
     cycles = counters["cycles"]
     lanes = mapping.pe.lanes * mapping.num_pes
@@ -64,6 +77,7 @@ def run_one(x16, w16, width, height, progress=True, layout="plain"):
         "fabric": [width, height],
         "groups": mapping.groups,
         "interleave": mapping.interleave,
+        "outputs_reordered": bool((order != np.arange(len(order))).any()),
         "nonzero_weights": int(nonzero.sum()),
         "cycles": cycles,
         "predicted_cycles": estimate.cycles,

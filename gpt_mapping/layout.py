@@ -26,6 +26,7 @@ __all__ = [
     "block_start", "block_len", "block_range", "block_bounds", "block_owner",
     "PEConfig", "ColorPlan", "Route", "PORTS", "TileFootprint", "GemmMapping",
     "MappingError", "OperandTypeError", "map_gemm", "parse_fabric", "check_gemm_operands",
+    "balanced_output_order",
 ]
 
 #: Bits of the wavelet ``data`` field: the command argument (``n_local``) must fit it.
@@ -630,3 +631,28 @@ def map_gemm(x16, w16, width, height, pe=None, colors=None):
     return GemmMapping(tokens=x16.shape[0], features=x16.shape[1], outputs=w16.shape[1],
                        width=width, height=height, pe=pe or PEConfig(),
                        colors=colors or ColorPlan())
+
+
+def balanced_output_order(w16, groups):
+    """An order of the N outputs (an int64 permutation) that spreads the non-zero weights
+    evenly over ``groups`` column groups: group g computes the outputs
+    ``order[block_range(g, groups, N)]``. Greedy, largest first: each output, by
+    descending non-zero count (ties: lower index), goes to the group with the fewest
+    non-zeros so far that still has room (its ``block_len`` outputs; ties: lower group),
+    and each group's outputs stay ascending. A host-side permutation of W's columns and Y's
+    (the QKV GEMM's head-by-head order is another): every output is computed as before, so
+    Y[:, order] run with ``W[:, order]`` is bit for bit Y. With 1 group it is the identity."""
+    check_gemm_operands(None, w16)
+    n = w16.shape[1]
+    if not isinstance(groups, (int, np.integer)) or not 1 <= groups <= n:
+        raise MappingError(f"groups = {groups!r}: 1 .. N = {n}")
+    nnz = ((np.asarray(w16).view(np.uint16) & 0x7FFF) != 0).sum(axis=0)
+    room = [block_len(g, groups, n) for g in range(groups)]
+    load = [0] * groups
+    members = [[] for _ in range(groups)]
+    for j in sorted(range(n), key=lambda j: (-int(nnz[j]), j)):
+        g = min((g for g in range(groups) if len(members[g]) < room[g]),
+                key=lambda g: (load[g], g))
+        members[g].append(j)
+        load[g] += int(nnz[j])
+    return np.array([j for m in members for j in sorted(m)], dtype=np.int64)
