@@ -27,7 +27,8 @@ import numpy as np
 
 from golden.gemm import fabric_gemm
 
-__all__ = ["token_bounds", "linear_backward_dx", "weight_gradient", "bias_gradient",
+__all__ = ["token_bounds", "reduce_north", "linear_backward_dx", "weight_gradient",
+           "bias_gradient",
            "cross_entropy", "CrossEntropy"]
 
 
@@ -41,6 +42,16 @@ def _check(name, a, dtype, ndim):
         got = (f"{a.dtype} {list(a.shape)}" if isinstance(a, np.ndarray)
                else type(a).__name__)
         raise TypeError(f"{name} must be a {ndim}-D {np.dtype(dtype).name} array, not {got}")
+
+
+def reduce_north(partials):
+    """The column's northward reduction of the rows' FP32 partials (a sequence, row 0
+    first): ``s = P_last``, then ``s = round32(P_y + s)`` for y descending."""
+    with np.errstate(all="ignore"):
+        s = np.asarray(partials[-1], dtype=np.float32)
+        for p in reversed(partials[:-1]):
+            s = np.asarray(p, dtype=np.float32) + s
+    return s
 
 
 def linear_backward_dx(dy16, w16, width, height, groups=1):
@@ -72,10 +83,7 @@ def weight_gradient(x16, dy16, height):
                 # one FP32 rounding per token: the product of two FP16 values is exact
                 acc = acc + np.multiply.outer(x[t], dy[t])
             partials.append(acc)
-        s = partials[-1]
-        for p in reversed(partials[:-1]):
-            s = p + s
-    return s
+    return reduce_north(partials)
 
 
 def bias_gradient(dy16, height):

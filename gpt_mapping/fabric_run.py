@@ -609,6 +609,17 @@ def _check_errors(mapping, counters, run, index):
             f"{where}: {run.edge_count} cycle(s) of wavelets left the fabric; the first "
             f"through tile ({x}, {y}) port {Port(port).name}: color {f.color}, ctrl {f.ctrl}, "
             f"index {f.index}, data {f.data:#06x} (the GEMM's routes never leave the fabric)")
+    north = [x for x, n in enumerate(run.north_count or ()) if n]
+    if north:
+        x = north[0]
+        f = unpack(int(run.north[x][0])) if run.north is not None and len(run.north[x]) \
+            else None
+        first = (f"color {f.color}, ctrl {f.ctrl}, index {f.index}, data {f.data:#06x}"
+                 if f is not None else "not captured")
+        raise FabricRunError(
+            f"{where}: {sum(run.north_count)} wavelet(s) left the fabric; the first through "
+            f"tile ({x}, 0) port N: {first} (the north edge is MemoryX's gradient port: only "
+            f"a backward pass sends anything there)")
     problems = []
     pe_err = counters.pop("_pe_error_regs")
     router_err = counters.pop("_router_error_regs")

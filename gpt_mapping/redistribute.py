@@ -50,8 +50,8 @@ __all__ = ["FREE_COLORS", "GroupColors", "group_colors", "redistributable", "sou
            "block_layouts", "choose_block_layout", "add_redistribution"]
 
 #: Colours left to the grouped layouts: above the GEMM's (weight 0, reduce 1, result 2) and
-#: the attention's key/value colour (3).
-FREE_COLORS = tuple(range(4, NUM_COLORS))
+#: the attention's key/value colour (3), below the gradients' (23, gpt_mapping/backward.py).
+FREE_COLORS = tuple(range(4, NUM_COLORS - 1))
 #: The stream colour's binding is the GEMM's (data task 0, command c starts task 2 + c).
 _CTRL_BASE = 2
 TASK = _CTRL_BASE + int(BlockCommand.REDISTRIBUTE)

@@ -62,6 +62,8 @@ class BlockCommand(enum.IntEnum):
     ``STREAM``: send the PE's operand to its neighbour (bench/zero_filter.py).
     ``REDISTRIBUTE``: copy the PE's activation tile to the columns of the other column
     groups that need it and take theirs (gpt_mapping/redistribute.py).
+    ``REDUCE_NORTH``: add the PE's FP32 partial to what arrives from the south and send the
+    sum north, off the fabric at row 0 (gradients to MemoryX, gpt_mapping/backward.py).
     """
     ROW_REDUCE = 3
     LAYERNORM = 4
@@ -74,6 +76,7 @@ class BlockCommand(enum.IntEnum):
     ATTN_VALUES = 11
     STREAM = 12
     REDISTRIBUTE = 13
+    REDUCE_NORTH = 14
 
 
 def _weight_bits(w16):

@@ -45,11 +45,16 @@ them to cocotb; the memories are written element by element over VPI, costing no
   does not depend on the data fabric.
 * ``activity``: cycles in which something moved (for progress reports).
 * ``pe_busy`` / ``pe_error``: one bit per tile, bit ``y * W + x``.
-* Edge monitor: every router output that leads off the fabric is accepted (all colors
-  ready, so nothing backs up) and counted: ``edge_count`` (cycles with edge traffic),
-  ``edge_first`` (the first such wavelet) and ``edge_first_link`` (its index in
-  :func:`rtl.mesh.edge_endpoints` order: north x, east y, south x, west y).
-  The GEMM expects no edge traffic: any is a configuration error.
+* ``north_<x>`` (memory, ``stream_depth`` x 32, written by the fabric): MemoryX's gradient
+  port of column x (SPEC 11). Every wavelet tile (x, 0) sends north during a run is
+  accepted (all colors ready) and stored at ``north_count[x] mod stream_depth``;
+  ``north_count[x]`` counts them from the run's start (more than ``stream_depth`` means
+  the first were overwritten: the host refuses such a run).
+* Edge monitor: every other router output that leads off the fabric (east, south, west) is
+  accepted (all colors ready, so nothing backs up) and counted: ``edge_count`` (cycles with
+  such traffic), ``edge_first`` (the first such wavelet) and ``edge_first_link`` (its index
+  in :func:`rtl.mesh.edge_endpoints` order: north x, east y, south x, west y).
+  Nothing is expected there: any is a configuration error.
 
 Configuration program format (:class:`CfgCommand`)
 --------------------------------------------------
@@ -189,7 +194,8 @@ DEFAULT_DEPTHS = {"stream_depth": 16384, "cfg_depth": 8192, "resp_depth": 4096}
 
 def host_memory_kinds(stream_depth, cfg_depth, resp_depth):
     """``{module name: (depth, writable)}`` of the :class:`HostMemory` blocks of a fabric."""
-    kinds = [(stream_depth, False), (cfg_depth, False), (resp_depth, True)]
+    kinds = [(stream_depth, False), (cfg_depth, False), (resp_depth, True),
+             (stream_depth, True)]
     return {HostMemory.name_of(depth, writable): (depth, writable)
             for depth, writable in kinds}
 
@@ -248,6 +254,7 @@ class Fabric(wiring.Component):
             "activity": Out(32),
             "pe_busy": Out(width * height),
             "pe_error": Out(width * height),
+            "north_count": Out(32).array(width),
             "edge_count": Out(32),
             "edge_first": Out(32),
             "edge_first_link": Out(range(max(2, n_edges))),
@@ -345,11 +352,14 @@ class Fabric(wiring.Component):
         for y in range(H):
             for x in range(W - 1):
                 m.d.comb += tiles[x + 1, y].chain_in.eq(tiles[x, y].chain_out)
-        for (x, y, port) in edge_endpoints(W, H):
+        stray = []                                # (index in edge_endpoints order, link)
+        for k, (x, y, port) in enumerate(edge_endpoints(W, H)):
             t = tiles[x, y]
             out_link = getattr(t, link_name("out", port))
             m.d.comb += out_link.ready.eq(Const(-1, NUM_COLORS))
             edge_out.append(out_link)
+            if port != Port.N:
+                stray.append((k, out_link))
             if port != Port.N:
                 in_link = getattr(t, link_name("in", port))
                 m.d.comb += [in_link.valid.eq(0), in_link.payload.eq(0)]
@@ -383,6 +393,19 @@ class Fabric(wiring.Component):
             with m.Elif(take):
                 m.d.sync += ptr.eq(ptr + 1)
             injected.append(take)
+
+        # --- north edge: MemoryX's gradient ports (one capture memory per column) ----------
+        depth_bits = (self._stream_depth - 1).bit_length()
+        for x in range(W):
+            wr = self._host_memory(m, f"north_{x}", self._stream_depth, writable=True)
+            link = tiles[x, 0].out_n
+            count = self.north_count[x]
+            m.d.comb += [wr.addr.eq(count[:depth_bits]), wr.data.eq(link.payload),
+                         wr.en.eq(running & link.valid)]
+            with m.If(go):
+                m.d.sync += count.eq(0)
+            with m.Elif(running & link.valid):
+                m.d.sync += count.eq(count + 1)
 
         # --- progress, done and watchdog -----------------------------------------------------
         busy_bits = Cat(*[tiles[x, y].pe_busy for y in range(H) for x in range(W)])
@@ -418,17 +441,18 @@ class Fabric(wiring.Component):
         m.d.comb += self.stalled.eq(running & ~done & (limit != 0)
                                     & (self.stall_cycles >= limit))
 
-        # --- edge monitor ---------------------------------------------------------------------
+        # --- edge monitor (east, south and west: the north edge is captured above) ----------
         seen = Signal()
+        stray_valid = Cat(*[link.valid for _, link in stray])
         with m.If(go):
             m.d.sync += [self.edge_count.eq(0), seen.eq(0)]
-        with m.Elif(edge_valid.any()):
+        with m.Elif(stray_valid.any()):
             m.d.sync += self.edge_count.eq(self.edge_count + 1)
             with m.If(~seen):
                 m.d.sync += seen.eq(1)
-                for k in reversed(range(len(edge_out))):
-                    with m.If(edge_out[k].valid):
-                        m.d.sync += [self.edge_first.eq(edge_out[k].payload),
+                for k, link in reversed(stray):
+                    with m.If(link.valid):
+                        m.d.sync += [self.edge_first.eq(link.payload),
                                      self.edge_first_link.eq(k)]
 
         # --- configuration chains: one sequencer and one answer capture per row -----------

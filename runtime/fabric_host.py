@@ -194,16 +194,28 @@ class ConfigProgram:
 
 
 class RunStats(namedtuple("RunStats", "name cycles run_cycles last_active activity done "
-                          "stalled timed_out stream_words stream_injected edge_count "
-                          "edge_first edge_first_link pe_busy pe_error wall_seconds "
-                          "cpu_seconds")):
+                          "stalled timed_out stream_words stream_injected north_count "
+                          "edge_count edge_first edge_first_link pe_busy pe_error "
+                          "wall_seconds cpu_seconds north", defaults=(None,))):
     """What the fabric top reports about one run step (see :mod:`rtl.fabric`).
 
     ``cycles`` is the run's measured length, ``last_active + 1``: from the first cycle the
     injectors could send to the last cycle in which a PE was busy or a wavelet moved.
     ``wall_seconds`` / ``cpu_seconds``: the simulator process's wall and CPU time from the
     start to ``done`` (the CPU figure does not depend on what else the machine runs).
+    ``north_count[x]``: the wavelets column x sent off the north edge (MemoryX's gradient
+    port, SPEC 11); ``north[x]``: those words (uint32, in arrival order; only the first
+    ``stream_depth`` are kept, see :meth:`north_words`).
     """
+
+    def north_words(self, column, stream_depth):
+        """Column ``column``'s north-edge wavelets (uint32); raises ``RuntimeError`` naming
+        the column when more arrived than its capture memory holds."""
+        count = self.north_count[column]
+        if count > stream_depth:
+            raise RuntimeError(f"column {column} sent {count} wavelets off the north edge in "
+                               f"run {self.name!r}; its capture memory holds {stream_depth}")
+        return self.north[column]
 
 
 class Job:
@@ -294,7 +306,8 @@ class JobResult:
             if step["kind"] == "config":
                 self.answers[i] = [data[f"s{i}_r{y}"] for y in range(job.height)]
             else:
-                self.runs[i] = RunStats(**step["stats"])
+                north = [data[f"s{i}_n{x}"] for x in range(job.width)]
+                self.runs[i] = RunStats(**step["stats"], north=north)
                 self.origins[i] = step["origin"]
         self.stopped = meta.get("stopped")
         self.diagnosis = None

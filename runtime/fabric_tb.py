@@ -67,6 +67,8 @@ class FabricHost:
         self.resp_mem = [HostMemoryPort(getattr(dut, f"resp_{y}")) for y in range(self.height)]
         self.stream_mem = [HostMemoryPort(getattr(dut, f"stream_{x}"))
                            for x in range(self.width)]
+        self.north_mem = [HostMemoryPort(getattr(dut, f"north_{x}"))
+                          for x in range(self.width)]
         self.results = {}
         self.out = {"steps": []}
         self.started = time.perf_counter()
@@ -219,6 +221,8 @@ class FabricHost:
             "stream_words": [int(len(s)) for s in streams],
             "stream_injected": [int(self.sig(f"stream_ptr__{x}").value)
                                 for x in range(self.width)],
+            "north_count": [int(self.sig(f"north_count__{x}").value)
+                            for x in range(self.width)],
             "edge_count": int(dut.edge_count.value),
             "edge_first": int(dut.edge_first.value),
             "edge_first_link": int(dut.edge_first_link.value),
@@ -244,6 +248,10 @@ class FabricHost:
                                           "span": [begin, self.now()]})
             else:
                 stats, origin, stuck = await self.run(i, meta)
+                # MemoryX's gradient ports: what each column sent off the north edge
+                for x, count in enumerate(stats["north_count"]):
+                    arrays_out[f"s{i}_n{x}"] = self.north_mem[x].read(
+                        0, min(count, self.stream_depth))
                 self.out["steps"].append({"kind": "run", "name": meta["name"],
                                           "stats": stats, "span": [begin, self.now()],
                                           "origin": origin})

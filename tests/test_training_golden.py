@@ -111,3 +111,64 @@ def test_dx_on_the_rtl_fabric():
     assert np.array_equal(dx.view(np.uint16),
                           TR.linear_backward_dx(dy16, w16, 2, 2).view(np.uint16))
     assert counters["fmac_lane_ops"] == int((w16 != 0).sum()) * 16
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("height, width, length", [(4, 4, 48), (3, 2, 5), (1, 3, 4)])
+def test_north_reduction_on_the_rtl_delivers_memoryx_the_golden_sums(height, width, length):
+    """The dW / db reduction northward on the RTL (gpt_mapping/backward.py): every column's
+    FP32 sums arrive at the north edge, two wavelets per value, bit for bit the golden
+    order (-0 stays -0 only where every row's is -0; inf and NaN pass through)."""
+    from gpt_mapping.backward import run_reduce_north_rtl
+    p = np.random.default_rng(height * 10 + width).standard_normal(
+        (height, width, length)).astype(np.float32)
+    p[:, 0, 0] = -0.0                       # all -0: the sum is -0
+    p[0, -1, -1] = np.float32("inf")
+    sums, counters = run_reduce_north_rtl(p)
+    want = np.stack([TR.reduce_north([p[y, x] for y in range(height)]) for x in range(width)])
+    assert np.array_equal(sums.view(np.uint32), want.view(np.uint32))
+    assert np.signbit(sums[0, 0]) and np.isinf(sums[-1, -1])
+    assert counters["north_count"] == [2 * length] * width     # every wavelet out counted
+
+
+def test_north_words_are_checked():
+    from gpt_mapping.backward import GRAD_COLOR, decode_north
+    from rtl.wavelet import pack_array
+    words = pack_array(data=np.array([0x0000, 0x3F80]), color=GRAD_COLOR)
+    assert decode_north(words, 1)[0] == np.float32(1.0)
+    with pytest.raises(ValueError, match="column 2: 2 wavelets off the north edge, expected 4"):
+        decode_north(words, 2, column=2)
+    with pytest.raises(ValueError, match="north-edge wavelet 1 has colour 0"):
+        decode_north(pack_array(data=np.array([0, 0]), color=np.array([GRAD_COLOR, 0])), 1)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("width, height, t, k, n", [(2, 2, 8, 16, 8), (4, 4, 32, 64, 64),
+                                                     (3, 2, 10, 7, 6), (1, 3, 5, 4, 3)])
+def test_weight_gradient_on_the_rtl_is_the_golden_dw(width, height, t, k, n):
+    """dW = X^T dY on the RTL (gpt_mapping/backward.py): dY copied to every column, each
+    row's partial by FMACs with X[t, k] as the scalar, the column's sum north to MemoryX:
+    bit for bit golden/training.py's order, K split unevenly (3 x 2: 7 features), a column
+    of its own (1 x 3), every wavelet off the north edge counted."""
+    from gpt_mapping.backward import run_weight_gradient_rtl
+    from gpt_mapping.layout import GemmMapping
+    x16, _ = make_gemm_operands(t, k, n, 0.0, 1)
+    x16[0, 0] = np.float16("-0")
+    dy16 = (np.random.default_rng(2).standard_normal((t, n)) * 0.1).astype(np.float16)
+    dw, counters = run_weight_gradient_rtl(x16, dy16, width, height)
+    want = TR.weight_gradient(x16, dy16, height)
+    assert np.array_equal(dw.view(np.uint32), want.view(np.uint32))
+    m = GemmMapping(tokens=t, features=k, outputs=n, width=width, height=height)
+    assert counters["north_count"] == [2 * int(kx) * n for kx in m.features_per_column]
+
+
+def test_weight_gradient_refuses_what_it_cannot_run():
+    from gpt_mapping.backward import run_weight_gradient_rtl
+    from gpt_mapping.layout import MappingError
+    x16 = np.ones((3, 8), np.float16)
+    with pytest.raises(MappingError, match="3 tokens on 4 rows: row 3 would have none"):
+        run_weight_gradient_rtl(x16, np.ones((3, 4), np.float16), 2, 4)
+    with pytest.raises(MappingError, match="dY cannot be copied to every column: K = 6"):
+        run_weight_gradient_rtl(np.ones((8, 8), np.float16), np.ones((8, 6), np.float16), 4, 2)
+    with pytest.raises(MappingError, match="X has 8 tokens, dY 7"):
+        run_weight_gradient_rtl(np.ones((8, 8), np.float16), np.ones((7, 8), np.float16), 2, 2)
