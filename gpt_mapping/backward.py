@@ -24,7 +24,8 @@ from rtl.wavelet import pack_array, unpack_array
 
 __all__ = ["GRAD_COLOR", "TASK", "reduce_north_routes", "reduce_north_program",
            "reduce_north_streams", "decode_north", "run_reduce_north_rtl",
-           "weight_gradient_program", "run_weight_gradient_rtl"]
+           "weight_gradient_program", "run_weight_gradient_rtl", "run_bias_gradient_rtl",
+           "linear_backward_rtl"]
 
 #: The gradients' colour towards the north edge (kept out of the redistribution's colours,
 #: gpt_mapping/redistribute.py).
@@ -154,14 +155,16 @@ def run_reduce_north_rtl(partials, *, base=4096, watchdog=5000):
 
 
 def weight_gradient_program(x, y, height, t_y, t_pad, k_x, n, x_base, dy_base, p_base,
-                            pe=None):
+                            pe=None, ones=False):
     """PE (x, y)'s program of ``dW = X^T dY`` (``REDUCE_NORTH``, the same command): its rows'
     partial ``P[k, :] = sum_t X[t, k] dY[t, :]`` over its ``t_y`` tokens ascending, one FMAC
     per (k, t) with ``X[t, k]`` as the scalar (loaded by the core from the X tile at byte
     ``x_base``, FP16 ``[k_x, t_pad]``) and ``dY[t, :]`` from the row's copy of all ``n``
     outputs at byte ``dy_base`` (FP16 ``[n, t_pad]``, stride ``t_pad``), into FP32
     ``[k_x, n]`` at byte ``p_base`` from +0; then the northward reduction of
-    :func:`reduce_north_program` over the whole partial. ``(config, source)``."""
+    :func:`reduce_north_program` over the whole partial. ``(config, source)``. With
+    ``ones`` the scalar is 1.0 for every token and ``k_x`` is 1 (the bias gradient: X = 1,
+    ``x_base`` unused)."""
     from gpt_mapping.rowops import _Program, _mod
     pe = pe or R.PEParams()
     length = k_x * n
@@ -190,9 +193,15 @@ def weight_gradient_program(x, y, height, t_y, t_pad, k_x, n, x_base, dy_base, p
               f"    li r9, {x_base}            # X[0, k]: feature k's tokens",
               f"    li r7, {k_x}",
               "feature:")
+    if ones and k_x != 1:
+        raise MappingError(f"tile ({x}, {y}): the bias gradient has one row, not {k_x}")
+    if ones:
+        prog.emit("    li r8, 0x3c00              # X = 1.0 (FP16) for every token")
     for t in range(t_y):
         rm = "r6" if t == t_y - 1 else "r5"
-        if t % 2 == 0:
+        if ones:
+            pass
+        elif t % 2 == 0:
             prog.emit(f"    lw r8, {2 * t}(r9)        # X[{t}, k] (and X[{t + 1}, k] above)")
         else:
             prog.emit("    srli r8, r8, 16")
@@ -330,3 +339,84 @@ def run_weight_gradient_rtl(x16, dy16, width, height, *, watchdog=5000):
         dw[kr.start:kr.stop] = vals.reshape(len(kr), n)
     return dw, {"cycles": int(last.cycles), "copy_cycles": int(first.cycles) if len(runs) > 1
                 else 0, "north_count": list(last.north_count)}
+
+
+def run_bias_gradient_rtl(dy16, width, height, *, watchdog=5000):
+    """``db = sum_t dY[t]`` on the RTL fabric, delivered at the north edge: ``(db,
+    counters)``, ``db`` float32 [N] (bit for bit :func:`golden.training.bias_gradient`).
+    dY lies as a GEMM's Y: each PE sums its own outputs over its row's tokens (FMACs with
+    1.0 as the scalar, the order of dW with X = 1) and the columns reduce northward; no copy
+    is needed."""
+    from gpt_mapping.fabric_run import fabric_build
+    from gpt_mapping.layout import GemmMapping, check_gemm_operands
+    from golden.routing import RouteTables
+    from runtime.fabric_host import ConfigProgram, FabricRunError, FabricStallError, Job, \
+        run_job
+    check_gemm_operands(dy16, None)
+    t, n = dy16.shape
+    if t < height:
+        raise MappingError(f"{t} tokens on {height} rows: row {t} would have none (the "
+                           f"north reduction passes through every row)")
+    if n < width:
+        raise MappingError(f"{n} outputs on {width} columns: column {n} would own none")
+    m = GemmMapping(tokens=t, features=n, outputs=n, width=width, height=height)
+    spec = fabric_build(width, height)
+    tables = RouteTables(width, height)
+    for x, y, port, color, mask in reduce_north_routes(width, height):
+        tables.set(x, y, port, color, mask)
+    setup = ConfigProgram(width, height)
+    for x, y, port, color, mask in tables.entries():
+        setup.router_write(x, y, route_addr(port, color), mask)
+    for y in range(height):
+        for x in range(width):
+            nx, tp = int(m.features_per_column[x]), m.t_pad(y)
+            dyb = m.pe.data_base
+            pb = _align(dyb + nx * tp * 2)
+            setup.pe_write_block(x, y, dyb // 4, m.x_tile(dy16, x, y).reshape(-1).view("<u4"))
+            for addr, words in weight_gradient_program(
+                    x, y, height, int(m.tokens_per_row[y]), tp, 1, nx, dyb, dyb, pb,
+                    ones=True)[0]:
+                setup.pe_write_block(x, y, addr, words)
+    job = Job(width, height)
+    job.configure(setup, name="bias gradient setup")
+    expect = int(m.tokens_per_row.max()) * int(m.features_per_column.max()) \
+        + 2 * int(m.features_per_column.max()) + 100
+    run = job.run(reduce_north_streams(width), budget=4 * expect + 20_000,
+                  watchdog=max(watchdog, 2 * expect), name="db partials and north",
+                  expect_cycles=expect)
+    result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
+                     stream_depth=spec.stream_depth, timeout=300)
+    if result.stopped is not None:
+        raise FabricStallError("bias gradient stopped: no wavelet moved for the watchdog's "
+                               "cycles", None)
+    st = result.runs[run]
+    if st.edge_count:
+        raise FabricRunError(f"{st.name}: {st.edge_count} cycle(s) of wavelets left the "
+                             f"fabric east, south or west")
+    db = np.zeros(n, dtype=np.float32)
+    for x in range(width):
+        nr = m.feature_range(x)
+        db[nr.start:nr.stop] = decode_north(st.north_words(x, spec.stream_depth), len(nr), x)
+    return db, {"cycles": int(st.cycles), "north_count": list(st.north_count)}
+
+
+def linear_backward_rtl(x16, w16, dy16, width, height):
+    """The backward pass of ``Y = X W + b`` on the RTL fabric: ``(dx16, dw, db, cycles)``:
+    ``dX = dY W^T`` (float16 [T, K]) as a weight-streaming GEMM with W streamed again,
+    transposed (for each input feature its non-zero weights, outputs ascending), and
+    ``dW`` (float32 [K, N]) and ``db`` (float32 [N]) delivered at the north edge
+    (:func:`run_weight_gradient_rtl`, :func:`run_bias_gradient_rtl`); ``cycles``:
+    ``{"dx", "dw", "dw_copy", "db"}``. Bit for bit :mod:`golden.training`."""
+    from gpt_mapping.fabric_run import run_gemm_rtl
+    from gpt_mapping.layout import GemmMapping, check_gemm_operands
+    check_gemm_operands(x16, w16)
+    t, k = x16.shape
+    n = w16.shape[1]
+    if dy16.shape != (t, n):
+        raise MappingError(f"dY has shape {list(dy16.shape)}, Y = X W has [{t}, {n}]")
+    mapping = GemmMapping(tokens=t, features=n, outputs=k, width=width, height=height)
+    dx16, c_dx = run_gemm_rtl(mapping, dy16, np.ascontiguousarray(w16.T))
+    dw, c_dw = run_weight_gradient_rtl(x16, dy16, width, height)
+    db, c_db = run_bias_gradient_rtl(dy16, width, height)
+    return dx16, dw, db, {"dx": int(c_dx["cycles"]), "dw": c_dw["cycles"],
+                          "dw_copy": c_dw["copy_cycles"], "db": c_db["cycles"]}

@@ -172,3 +172,40 @@ def test_weight_gradient_refuses_what_it_cannot_run():
         run_weight_gradient_rtl(np.ones((8, 8), np.float16), np.ones((8, 6), np.float16), 4, 2)
     with pytest.raises(MappingError, match="X has 8 tokens, dY 7"):
         run_weight_gradient_rtl(np.ones((8, 8), np.float16), np.ones((7, 8), np.float16), 2, 2)
+
+
+@pytest.mark.rtl
+def test_linear_backward_on_the_rtl_against_golden_and_torch():
+    """One linear layer's backward on the RTL (4 x 4, T 32, K 64, N 48, W 50 % pruned): dX,
+    dW and db bit for bit golden/training.py, and within the documented bounds of torch
+    autograd on the same FP16 inputs (dX: golden.gemm's GEMM bound; dW, db:
+    T 2^-24 sum |x dy|)."""
+    from gpt_mapping.backward import linear_backward_rtl
+    x16, w16 = make_gemm_operands(32, 64, 48, 0.5, 4)
+    dy16 = (np.random.default_rng(9).standard_normal((32, 48)) * 0.05).astype(np.float16)
+    dx16, dw, db, cycles = linear_backward_rtl(x16, w16, dy16, 4, 4)
+    assert np.array_equal(dx16.view(np.uint16),
+                          TR.linear_backward_dx(dy16, w16, 4, 4).view(np.uint16))
+    assert np.array_equal(dw.view(np.uint32), TR.weight_gradient(x16, dy16, 4).view(np.uint32))
+    assert np.array_equal(db.view(np.uint32), TR.bias_gradient(dy16, 4).view(np.uint32))
+    x = torch.tensor(x16.astype(np.float64), requires_grad=True)
+    w = torch.tensor(w16.astype(np.float64), requires_grad=True)
+    b = torch.zeros(48, dtype=torch.float64, requires_grad=True)
+    (x @ w + b).backward(torch.tensor(dy16.astype(np.float64)))
+    assert compare_to_torch(dx16, dy16, np.ascontiguousarray(w16.T), 4).ok
+    ax, ady = np.abs(x16.astype(np.float64)), np.abs(dy16.astype(np.float64))
+    assert (np.abs(dw - w.grad.numpy()) <= 32 * 2.0 ** -24 * (ax.T @ ady)).all()
+    assert (np.abs(db - b.grad.numpy()) <= 32 * 2.0 ** -24 * ady.sum(axis=0)).all()
+    assert min(cycles.values()) > 0
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("width, height, t, n", [(3, 2, 10, 7), (2, 3, 3, 2)])
+def test_bias_gradient_on_the_rtl(width, height, t, n):
+    """db on the RTL: each PE sums its own outputs over its row's tokens (FMACs with 1.0 as
+    the scalar), the columns reduce northward; N split unevenly (7 on 3 columns)."""
+    from gpt_mapping.backward import run_bias_gradient_rtl
+    dy16 = (np.random.default_rng(t).standard_normal((t, n))).astype(np.float16)
+    db, counters = run_bias_gradient_rtl(dy16, width, height)
+    assert np.array_equal(db.view(np.uint32), TR.bias_gradient(dy16, height).view(np.uint32))
+    assert sum(counters["north_count"]) == 2 * n
