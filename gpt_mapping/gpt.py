@@ -523,20 +523,31 @@ def predicted_link_wavelets(mapping, w16, counts=None):
     leaves every router to its RAMP and, above the bottom row, to the south. Reduction, per
     output and row: every column but the east end sends its T_y FP32 partial sums east
     (2 wavelets each), received at the RAMP of x + 1; the east end sends the T_y FP16
-    results west, tapped at every RAMP on the way.
+    results west, tapped at every RAMP on the way. With column groups all of this per
+    group: a column streams (and its chain reduces) only its group's outputs, and "east
+    end" and "x = 0" are its group's.
     """
     w, h = mapping.width, mapping.height
     links = np.zeros((h, w, len(PORTS)), dtype=np.int64)
     _, e_port, s_port, w_port, ramp = range(len(PORTS))
-    lengths = _nonzero_counts(mapping, w16, counts).sum(axis=1) + mapping.outputs   # [W]
+    span = mapping.group_width
+    # the outputs each column's group computes (all N in the plain layout)
+    n_col = np.array([len(mapping.group_outputs(int(mapping.group_of(x)))) for x in range(w)],
+                     dtype=np.int64)
+    lengths = _nonzero_counts(mapping, w16, counts).sum(axis=1) + n_col     # [W]
     links[:, :, ramp] += lengths[None, :]
     links[:-1, :, s_port] += lengths[None, :]
-    if w > 1:
-        per_row = mapping.tokens_per_row.astype(np.int64) * mapping.outputs     # [H]
-        links[:, :-1, e_port] += 2 * per_row[:, None]          # partial sums east
-        links[:, 1:, ramp] += 2 * per_row[:, None]             # ... received from the west
-        links[:, 1:, w_port] += per_row[:, None]               # results west
-        links[:, :-1, ramp] += per_row[:, None]                # ... tapped on the way
+    if span > 1:
+        t_y = mapping.tokens_per_row.astype(np.int64)                      # [H]
+        for x in range(w):
+            per_row = t_y * n_col[x]
+            local = x % span
+            if local < span - 1:
+                links[:, x, e_port] += 2 * per_row     # partial sums east
+                links[:, x + 1, ramp] += 2 * per_row   # ... received from the west
+                links[:, x, ramp] += per_row           # the results, tapped on the way
+            if local > 0:
+                links[:, x, w_port] += per_row         # results west
     return links
 
 

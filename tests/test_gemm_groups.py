@@ -170,6 +170,10 @@ def test_grouped_gemm_on_the_rtl(shape, fabric, sparsity, groups, interleave):
             assert sent[:, col, Port.W].sum() == 0, col
     if span > 1:
         assert sent[:, 0, Port.E].sum() > 0
+    # the golden backend's link counts (gpt.predicted_link_wavelets) are the RTL's exactly,
+    # per group (they once counted every output's command and reduction on every column)
+    from gpt_mapping.gpt import predicted_link_wavelets
+    assert np.array_equal(predicted_link_wavelets(m, w), sent)
 
 
 @pytest.mark.rtl
