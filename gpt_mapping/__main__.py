@@ -2,7 +2,8 @@
 
 Commands: ``gemm`` (:mod:`gpt_mapping.gemm_cli`) maps and runs one GEMM; ``gpt``
 (:mod:`gpt_mapping.gpt_cli`) maps and runs a GPT block; ``core``
-(:mod:`gpt_mapping.core_cli`) assembles a program and runs it on one PE's control core.
+(:mod:`gpt_mapping.core_cli`) assembles a program and runs it on one PE's control core;
+``train`` (:mod:`gpt_mapping.train_cli`) trains a GPT model.
 Each command module has
 ``main(argv) -> exit code`` and is imported only when its command is used.
 """
@@ -15,6 +16,7 @@ COMMANDS = {
     "gemm": ("gpt_mapping.gemm_cli", "map, run and report one GEMM Y = X W"),
     "gpt": ("gpt_mapping.gpt_cli", "map, run and report a GPT block"),
     "core": ("gpt_mapping.core_cli", "assemble a program and run it on one PE's core"),
+    "train": ("gpt_mapping.train_cli", "train a GPT model: forward, loss, backward, update"),
 }
 
 
