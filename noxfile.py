@@ -108,6 +108,15 @@ def gemm_groups(session):
 
 
 @nox.session(python=PYTHON)
+def train(session):
+    """A tiny character-level GPT trained on bench/data/tiny_corpus.txt (golden backend,
+    torch's float32 model beside it, both loss curves in build/train/loss.png), one of its
+    steps replayed on the RTL fabric and checked bit for bit; docs/training.md section 8."""
+    _install(session)
+    session.run("python", "bench/train_tiny.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def redistribute(session):
     """X moved into column groups on the RTL (13 layouts, 2 x 2 to 8 x 4, 2 to 8 groups)
     against the cycle model, every copy bit for bit (tests/test_redistribute.py runs

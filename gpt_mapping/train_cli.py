@@ -123,6 +123,23 @@ def _system(model, tokens, targets, fabric, backend):
             "where": {r.name: r.where for r in res.rows}}
 
 
+def _check_rtl(cfg, args, vocab, fabric):
+    """The RTL backward's layouts, before the first step: dY of every linear layer is
+    copied to every column (its outputs split evenly) and every row holds tokens."""
+    width, height = fabric
+    c = cfg.n_embd
+    tokens = (args.batch // args.systems) * args.n_ctx
+    for name, n in (("attn.c_attn", 3 * c), ("attn.c_proj", c), ("mlp.c_fc", 4 * c),
+                    ("mlp.c_proj", c), ("lm_head", vocab)):
+        if n % width:
+            raise ValueError(f"--backend rtl: {name}'s {n} outputs do not split evenly over "
+                             f"the {width} columns (the backward copies its dY to every "
+                             f"column); use a --vocab or --n-embd that {width} divides")
+    if tokens < height:
+        raise ValueError(f"--backend rtl: {tokens} tokens a system on {height} rows leave "
+                         f"a row without tokens")
+
+
 def _backend(name):
     if name != "auto":
         return name
@@ -160,6 +177,8 @@ def main(argv=None):
                  else init_gpt(cfg, args.n_layer, vocab, seed=args.seed,
                                block_size=args.block_size))
         backend = _backend(args.backend)
+        if backend == "rtl":
+            _check_rtl(cfg, args, vocab, fabric)
         client = cluster = None
         if args.systems > 1:
             client, cluster = SX.connect(args.scheduler, workers=min(args.systems, 2),

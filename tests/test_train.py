@@ -115,6 +115,7 @@ def test_train_command_on_two_systems(tmp_path, capsys):
     (["--steps", "100", "--batch", "4"], "needs 400 sequences; the data has"),
     (["--systems", "2", "--batch", "2", "--scheduler", "tcp://127.0.0.1:9"],
      "no Dask scheduler answers at tcp://127.0.0.1:9"),
+    (["--backend", "rtl", "--vocab", "30"], "lm_head's 30 outputs do not split evenly"),
 ])
 def test_bad_input_is_named_before_the_first_step(tmp_path, capsys, extra, message):
     assert _cli(tmp_path, *extra) == 2
