@@ -31,6 +31,7 @@ class StepResult:
     rows: list = field(default_factory=list)  #: [BackwardRow] of the backward pass
     forward_cycles: int = 0                  #: the forward pass's fabric cycles
     backward_cycles: int = 0                 #: the backward's fabric cycles (RTL only)
+    forward_rows: list = field(default_factory=list)  #: [(name, where, cycles, kind)]
 
 
 class _BlockView:
@@ -102,9 +103,13 @@ def model_gradients(model, run, targets, backend="golden"):
     if missing:
         raise RuntimeError(f"no gradient for {sorted(missing)}")
     cycles = sum(int(v) for r in rows for v in r.cycles.values())
-    fwd = int(sum((rec.gemm or rec.fabric_op).cycles for rec in run.ops
-                  if rec.where == "fabric" and (rec.gemm or rec.fabric_op) is not None))
-    return StepResult(ce.loss, {k: grads[k] for k in order}, rows, fwd, cycles)
+    forward_rows = []
+    for rec in run.ops:
+        fab = rec.gemm or rec.fabric_op
+        forward_rows.append((rec.name, rec.where, int(fab.cycles) if fab is not None else 0,
+                             fab.kind if fab is not None else "host"))
+    fwd = sum(r[2] for r in forward_rows)
+    return StepResult(ce.loss, {k: grads[k] for k in order}, rows, fwd, cycles, forward_rows)
 
 
 def train_step(model, tokens, targets, fabric, backend="golden"):

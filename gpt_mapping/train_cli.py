@@ -120,7 +120,12 @@ def _system(model, tokens, targets, fabric, backend):
     res = train_step(model, tokens, targets, fabric, backend)
     return {"loss": {"loss": np.float32(res.loss)}, "grads": res.grads, "pid": os.getpid(),
             "forward_cycles": res.forward_cycles, "backward_cycles": res.backward_cycles,
-            "where": {r.name: r.where for r in res.rows}}
+            "where": {r.name: r.where for r in res.rows},
+            "forward": [{"name": n, "where": w, "cycles": c, "kind": k}
+                        for n, w, c, k in res.forward_rows],
+            "backward": [{"name": r.name, "where": r.where,
+                          "cycles": {k: int(v) for k, v in r.cycles.items()}}
+                         for r in res.rows]}
 
 
 def _check_rtl(cfg, args, vocab, fabric):
@@ -215,14 +220,23 @@ def main(argv=None):
                                                             pure=False) for f in futures])
                 loss = SX.reduce_on(client, [client.submit(lambda r: r["loss"], f,
                                                            pure=False) for f in futures])["loss"]
+            t_update = time.perf_counter()
             mx.update(grads)
             apply_weights(model, mx.params)
+            t_update = time.perf_counter() - t_update
             losses.append(float(loss))
             steps.append({"step": s, "loss": float(loss),
                           "forward_cycles": [r["forward_cycles"] for r in results],
                           "backward_cycles": [r["backward_cycles"] for r in results],
                           "pids": [r["pid"] for r in results],
-                          "where": results[0]["where"]})
+                          "where": results[0]["where"],
+                          # per operation (system 0's): forward and backward fabric
+                          # cycles ("predicted" on the golden backend, backward cycles
+                          # only measured on the RTL); MemoryX's update on the host
+                          "forward": results[0]["forward"],
+                          "backward": results[0]["backward"],
+                          "update": {"where": "host (MemoryX)",
+                                     "seconds": round(t_update, 6)}})
             if ref is not None:
                 ref_opt.zero_grad()
                 out = ref(torch.from_numpy(tokens))

@@ -89,24 +89,33 @@ def test_train_command_follows_torch(tmp_path, capsys):
     assert r["steps"][0]["where"]["lm_head"] == "fabric"
 
 
-def test_train_command_on_two_systems(tmp_path, capsys):
-    """--systems 2: the batch's two halves on two worker processes of a LocalCluster, the
-    tree on Dask: the same loss as the golden tree computed here."""
+@pytest.mark.parametrize("systems", [2, 4])
+def test_train_command_on_several_systems(tmp_path, capsys, systems):
+    """--systems S: the batch split over S systems on the two worker processes of a
+    LocalCluster, the tree on Dask: the same loss as the golden tree computed here, within
+    tolerance of one torch model on the whole batch over two steps."""
     from gpt_mapping import swarmx as SX
     rep = tmp_path / "r.json"
-    assert _cli(tmp_path, "--steps", "1", "--batch", "4", "--systems", "2", "--report",
-                str(rep)) == 0, capsys.readouterr().err
+    assert _cli(tmp_path, "--steps", "2", "--batch", "4", "--systems", str(systems),
+                "--report", str(rep), "--compare-torch") == 0, capsys.readouterr().err
     r = json.loads(rep.read_text())
     assert len(set(r["steps"][0]["pids"])) == 2
+    loss, ref = np.array(r["loss"]), np.array(r["torch_loss"])
+    assert np.abs(loss - ref).max() <= 2e-3 * ref.max()
+    step = r["steps"][0]
+    assert {row["where"] for row in step["backward"]} == {"fabric", "host"}
+    assert step["update"]["where"] == "host (MemoryX)"
+    assert any(row["name"] == "lm_head" and row["cycles"] > 0 for row in step["forward"])
     args = train_cli.build_parser().parse_args(["--n-embd", "32", "--n-head", "4",
                                                 "--n-ctx", "8", "--text",
                                                 str(tmp_path / "text.txt")])
     data, vocab, _ = train_cli.load_data(args, None)
-    cfg = GPTConfig(n_embd=32, n_head=4, n_ctx=8, batch=2)
+    cfg = GPTConfig(n_embd=32, n_head=4, n_ctx=8, batch=4 // systems)
     model = init_gpt(cfg, 1, vocab, seed=0)
     rows = data[:4]
-    parts = [train_cli._system(model, rows[p, :-1], rows[p, 1:], (4, 4), "golden")
-             for p in (slice(0, 2), slice(2, 4))]
+    per = 4 // systems
+    parts = [train_cli._system(model, rows[i:i + per, :-1], rows[i:i + per, 1:], (4, 4),
+                               "golden") for i in range(0, 4, per)]
     assert r["loss"][0] == float(SX.tree_reduce([p["loss"] for p in parts])["loss"])
 
 
