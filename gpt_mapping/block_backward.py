@@ -12,7 +12,9 @@ the FP16 gradient of the block's output, in reverse order of the forward operati
   FP16 scale and shift the fabric used; FP32 ``dgamma``, ``dbeta``), the attention's from
   the fabric's FP16 probabilities ``P``: ``dV = P^T dA``, ``dP = dA V^T``,
   ``dS = P (dP - rowsum(dP P))``, ``dQ = dS K / sqrt(d)``, ``dK = dS^T Q / sqrt(d)`` (numpy
-  float32), and the residual fan-in (one FP32 addition of the two FP16 gradients).
+  float32);
+* the residual fan-in on the fabric: the forward's element-wise residual add on the two
+  FP16 gradients (``round16(a + b)``).
 
 :func:`block_backward` returns the gradient of the block's input (FP16) and every
 parameter's (FP32, nanoGPT names: ``attn.c_attn.weight`` is ``[N, K]`` as torch's), with a
@@ -71,8 +73,8 @@ def _layernorm(name, x16, g16, b16, dy16, eps, rows):
     b = torch.tensor(f16_values(b16), requires_grad=True)
     F.layer_norm(x, (x.shape[1],), g, b, eps).backward(torch.tensor(f16_values(dy16)))
     rows.append(BackwardRow(name, "host"))
-    return (x.grad.numpy(), {f"{name}.weight": g.grad.numpy().copy(),
-                             f"{name}.bias": b.grad.numpy().copy()})
+    return (_f16(x.grad.numpy()), {f"{name}.weight": g.grad.numpy().copy(),
+                                   f"{name}.bias": b.grad.numpy().copy()})
 
 
 def _gelu(up16, dy16, form, rows):
@@ -101,6 +103,24 @@ def _attention(cfg, qkv16, probs16, datt16, rows):
     out = np.stack([z.transpose(0, 2, 1, 3) for z in (dq, dk, dv)], axis=2)
     rows.append(BackwardRow("attn.softmax+attn.av", "host"))
     return _f16(out.reshape(b * n, 3 * c))
+
+
+def _fan_in(name, a16, b16, backend, fabric, rows):
+    """The residual fan-in on the fabric: the element-wise residual add of the forward pass
+    (``round16(a + b)``, gpt_mapping/elementwise.py) on the two FP16 gradients."""
+    from gpt_mapping.rowops import row_mapping
+    t, c = a16.shape
+    m = row_mapping(t, c, *fabric)
+    if backend == "rtl":
+        from gpt_mapping.elementwise import run_elementwise_rtl
+        y16, counters = run_elementwise_rtl(m, "residual", a16, b16)
+        cycles = {"add": int(counters["cycles"])}
+    else:
+        from golden import fabric_ops as G
+        y16 = G.residual_add(a16.view(np.uint16), b16.view(np.uint16)).view(np.float16)
+        cycles = {}
+    rows.append(BackwardRow(name, "fabric", cycles))
+    return np.asarray(y16, dtype=np.float16)
 
 
 def block_backward(run, mapped, dout16, backend="golden", fabric=None):
@@ -135,9 +155,7 @@ def block_backward(run, mapped, dout16, backend="golden", fabric=None):
     d_x1_ln, g = _layernorm("ln_2", op("residual_1").out16, *mapped.ln16("ln_2"), d_h2,
                             cfg.ln_eps, rows)
     grads.update(g)
-    with np.errstate(all="ignore"):
-        d_x1 = _f16(d_x1_ln + f16_values(dout16))
-    rows.append(BackwardRow("residual_2", "host"))
+    d_x1 = _fan_in("residual_2", d_x1_ln, dout16, backend, fabric, rows)
     # residual_1: x1 = x + attn(ln_1(x))
     d_att, g = _linear("attn.c_proj", lin["attn.c_proj"], op("attn.av").out16, d_x1,
                        backend, fabric, rows)
@@ -149,7 +167,5 @@ def block_backward(run, mapped, dout16, backend="golden", fabric=None):
     grads.update(g)
     d_x_ln, g = _layernorm("ln_1", x16, *mapped.ln16("ln_1"), d_h, cfg.ln_eps, rows)
     grads.update(g)
-    with np.errstate(all="ignore"):
-        dx16 = _f16(d_x_ln + f16_values(d_x1))
-    rows.append(BackwardRow("residual_1", "host"))
+    dx16 = _fan_in("residual_1", d_x_ln, d_x1, backend, fabric, rows)
     return BlockGradients(dx16, grads, rows)
