@@ -160,7 +160,7 @@ def weight_gradient_program(x, y, height, t_y, t_pad, k_x, n, x_base, dy_base, p
     partial ``P[k, :] = sum_t X[t, k] dY[t, :]`` over its ``t_y`` tokens ascending, one FMAC
     per (k, t) with ``X[t, k]`` as the scalar (loaded by the core from the X tile at byte
     ``x_base``, FP16 ``[k_x, t_pad]``) and ``dY[t, :]`` from the row's copy of all ``n``
-    outputs at byte ``dy_base`` (FP16 ``[n, t_pad]``, stride ``t_pad``), into FP32
+    outputs at byte ``dy_base`` (FP16 ``[t_pad, n]``, token-major), into FP32
     ``[k_x, n]`` at byte ``p_base`` from +0; then the northward reduction of
     :func:`reduce_north_program` over the whole partial. ``(config, source)``. With
     ``ones`` the scalar is 1.0 for every token and ``k_x`` is 1 (the bias gradient: X = 1,
@@ -181,8 +181,9 @@ def weight_gradient_program(x, y, height, t_y, t_pad, k_x, n, x_base, dy_base, p
     column = dict(adv_step=n, adv_count=k_x)
     prog.dsr("p", R.Kind.MEM, dtype=F32, base=p_base // 2, dims=((n, 1),), **column)
     prog.dsr("pa", R.Kind.MEM, dtype=F32, base=p_base // 2, dims=((n, 1),), **column)
-    prog.dsr("dy", R.Kind.MEM, dtype=F16, base=dy_base // 2, dims=((n, t_pad),),
-             adv_step=1, adv_count=t_y)
+    # dY token-major [t_pad, n] (the copy's layout): token t's row contiguous
+    prog.dsr("dy", R.Kind.MEM, dtype=F16, base=dy_base // 2, dims=((n, 1),),
+             adv_step=n, adv_count=t_y)
     prog.dsr("pall", R.Kind.MEM, dtype=F32, base=p_base // 2, dims=((length, 1),))
     prog.dsr("up", R.Kind.FOUT, dtype=F32, color=GRAD_COLOR, dims=((length, 1),))
     if y < height - 1:
@@ -293,11 +294,12 @@ def run_weight_gradient_rtl(x16, dy16, width, height, *, watchdog=5000):
         if width > 1:
             setup.pe_write_block(x, y, dyb // 4,
                                  plain_dy.x_tile(dy16, x, y).reshape(-1).view("<u4"))
-            for addr, words in RD.redistribute_program(copy, x, y, dyb, cb)[0]:
+            for addr, words in RD.redistribute_program(copy, x, y, dyb, cb,
+                                                       token_major=True)[0]:
                 setup.pe_write_block(x, y, addr, words)
         else:                                      # one column: dY is already all there
-            setup.pe_write_block(x, y, cb // 4,
-                                 plain_dy.x_tile(dy16, x, y).reshape(-1).view("<u4"))
+            setup.pe_write_block(x, y, cb // 4, np.ascontiguousarray(
+                plain_dy.x_tile(dy16, x, y).T).reshape(-1).view("<u4"))
     job = Job(width, height)
     job.configure(setup, name="weight gradient setup")
     runs = []
@@ -372,7 +374,9 @@ def run_bias_gradient_rtl(dy16, width, height, *, watchdog=5000):
             nx, tp = int(m.features_per_column[x]), m.t_pad(y)
             dyb = m.pe.data_base
             pb = _align(dyb + nx * tp * 2)
-            setup.pe_write_block(x, y, dyb // 4, m.x_tile(dy16, x, y).reshape(-1).view("<u4"))
+            # token-major [T_pad, N_x]: the FMACs read one token's row
+            setup.pe_write_block(x, y, dyb // 4, np.ascontiguousarray(
+                m.x_tile(dy16, x, y).T).reshape(-1).view("<u4"))
             for addr, words in weight_gradient_program(
                     x, y, height, int(m.tokens_per_row[y]), tp, 1, nx, dyb, dyb, pb,
                     ones=True)[0]:

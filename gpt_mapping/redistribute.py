@@ -177,10 +177,13 @@ def redistribute_routes(mapping):
     return out
 
 
-def redistribute_program(mapping, x, y, src_base, dst_base):
+def redistribute_program(mapping, x, y, src_base, dst_base, token_major=False):
     """PE (x, y)'s program of ``REDISTRIBUTE``: ``(config, source)``, ``config`` =
     ``[(pe_address, [words])]``. ``src_base`` / ``dst_base``: byte addresses of the plain
-    X tile and of the copy (:func:`copy_bytes` long)."""
+    X tile and of the copy (:func:`copy_bytes` long). ``token_major``: lay the copy out
+    ``[T_pad, K_group]`` (a token's features contiguous; the receiving DSRs write with a
+    stride) instead of the grouped X tile's ``[K_group, T_pad]`` (the backward's dW reads
+    one token's row of dY at a time, gpt_mapping/backward.py)."""
     from gpt_mapping.rowops import _Program
     from gpt_mapping.fabric_run import pe_params
     if not mapping.tokens_per_row[y]:
@@ -203,9 +206,14 @@ def redistribute_program(mapping, x, y, src_base, dst_base):
         prog.dsr("xout", R.Kind.FOUT, dtype=F16, color=_color(mapping, x), dims=grid)
         prog.launch("fmov", "xout", "xsrc",
                     note=f"my piece to columns {', '.join(map(str, remote))}")
+    total = k * mapping.groups
     for i, s in enumerate(sources(mapping, x)):
-        at = dst_base // FP16_BYTES + i * k * tp
-        prog.dsr(f"dst{s}", R.Kind.MEM, dtype=F16, base=at, dims=grid)
+        if token_major:                       # element (t, f) at t * total + f
+            prog.dsr(f"dst{s}", R.Kind.MEM, dtype=F16,
+                     base=dst_base // FP16_BYTES + i * k, dims=((tp, total), (k, 1)))
+        else:
+            prog.dsr(f"dst{s}", R.Kind.MEM, dtype=F16,
+                     base=dst_base // FP16_BYTES + i * k * tp, dims=grid)
         if s == x:
             prog.launch("fmov", f"dst{s}", "xsrc", note="my own piece, SRAM to SRAM")
         else:
