@@ -154,6 +154,20 @@ def gelu(x16, form="gelu"):
     return run_kernel(form, np.asarray(x16, dtype=np.uint16))
 
 
+def gelu_grad(x16):
+    """GELU's derivative (erf form) of FP16 bits: golden/nonlinear.py's ``gelu_grad``."""
+    return run_kernel("gelu_grad", np.asarray(x16, dtype=np.uint16))
+
+
+def product(a16, b16):
+    """``round16(a * b)``: the element-wise product of two FP16 tiles (one rounding)."""
+    a16 = np.asarray(a16, dtype=np.uint16)
+    b16 = np.asarray(b16, dtype=np.uint16)
+    if a16.shape != b16.shape:
+        raise ValueError(f"product of shapes {a16.shape} and {b16.shape}")
+    return fp.mul16(a16, b16)
+
+
 # --- attention (gpt_mapping/attention.py) ---------------------------------------------------------
 
 NEG_INF32 = np.uint32(0xFF800000)

@@ -285,8 +285,34 @@ def _build_gelu_tanh():
     return k.kernel
 
 
+def _build_gelu_grad():
+    """GELU's derivative for the backward pass (docs/training.md section 7)."""
+    k = _Builder("gelu_grad", "d/dx x Phi(x) = Phi(x) + x phi(x), nanoGPT's GELU's derivative")
+    a = _abs_clamped(k, None, GELU_CLAMP)                              # |x| <= 8
+    w = k.op(TensorOp.FMAC, Const(1.0), a, s=Const(0.5 / math.sqrt(2.0)))   # 1 + z/2
+    t = _reciprocal_positive(k, w, GELU_NEWTON_STEPS)
+    k.free(w)
+    p = _horner(k, t, ERFC_COEFFS)                                     # P(t)
+    x2 = k.op(TensorOp.FMUL, a, a)                                     # x*x (exact)
+    k.op(TensorOp.FMAC, p, x2, s=Const(-0.5), dst=p)                   # P(t) - x*x/2
+    e = _exp(k, p, 6, EXP_COEFFS_6)
+    k.free(p)
+    k.op(TensorOp.FMUL, t, e, dst=t)                                   # erfc(|x| / sqrt 2)
+    k.op(TensorOp.FMAC, Const(0.5), t, s=Const(-0.5), dst=t)           # q = 1/2 - erfc/2
+    k.op(TensorOp.FCPSGN, t, "x", dst=t)
+    k.op(TensorOp.FADD, t, Const(0.5), dst=t)                          # Phi(x)
+    k.op(TensorOp.FMUL, x2, Const(-0.5), dst=x2)                       # -x*x/2
+    g = _exp(k, x2, 6, EXP_COEFFS_6)                                   # sqrt(2 pi) phi(x)
+    k.free(x2)
+    xc = k.op(TensorOp.FCPSGN, a, "x", dst=a)                          # x clamped to 8
+    k.op(TensorOp.FMUL, xc, g, dst=g)
+    k.op(TensorOp.FMAC, t, g, s=Const(1.0 / math.sqrt(2.0 * math.pi)), dst=t)
+    k.op(TensorOp.FMOV, t, dst="y")
+    return k.kernel
+
+
 KERNELS = {k.name: k for k in (_build_exp(), _build_reciprocal(), _build_rsqrt(),
-                               _build_gelu(), _build_gelu_tanh())}
+                               _build_gelu(), _build_gelu_tanh(), _build_gelu_grad())}
 
 
 def kernel(name):
@@ -364,6 +390,17 @@ def _gelu_tanh64(x):
     return np.where(np.isneginf(x), -0.0, np.where(np.isposinf(x), np.inf, out))
 
 
+def _gelu_grad64(x):
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = 0.5 * erfc(-x / math.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / math.sqrt(
+            2.0 * math.pi)
+    # below x = -1 the derivative is negative (x phi(x) outweighs Phi(x)): where float64
+    # underflows to zero, the limit is -0
+    out = np.where((out == 0) & (x < -1), -0.0, out)
+    return np.where(np.isneginf(x), -0.0, np.where(np.isposinf(x), 1.0, out))
+
+
 def reference(name, x16):
     """float64 values of the function ``name`` at the FP16 inputs ``x16`` (IEEE special
     values: exp(-inf) = 0, 1/(+-0) = +-inf, rsqrt(-0) = -inf, rsqrt(x < 0) = NaN,
@@ -380,6 +417,8 @@ def reference(name, x16):
             return _gelu64(x)
         if name == "gelu_tanh":
             return _gelu_tanh64(x)
+        if name == "gelu_grad":
+            return _gelu_grad64(x)
     raise KeyError(f"no reference for {name!r}")
 
 
@@ -411,10 +450,14 @@ def ulp_error(y16, ref64):
 
 #: The bounds the tests assert (docs/nonlinear.md gives the measured values).
 ACCURACY_BOUNDS = {"exp": 0.51, "reciprocal": 0.51, "rsqrt": 0.51, "gelu": 1.0,
-                   "gelu_tanh": 1.0}
+                   "gelu_tanh": 1.0,
+                   # near its zero at x = -0.7518, Phi(x) and x phi(x) (about 0.23 each)
+                   # cancel: 18.7 ulps of a value below 1e-3 (0.62 ulp where
+                   # |gelu'| >= 2^-6; absolute error at most 4.9e-4 everywhere)
+                   "gelu_grad": 20.0}
 #: The share of inputs correctly rounded the tests assert.
 ROUNDING_BOUNDS = {"exp": 0.997, "reciprocal": 0.997, "rsqrt": 0.997, "gelu": 0.99,
-                   "gelu_tanh": 0.997}
+                   "gelu_tanh": 0.997, "gelu_grad": 0.99}
 
 
 def accuracy(name, x16=None):

@@ -6,9 +6,11 @@ the FP16 gradient of the block's output, in reverse order of the forward operati
 * the four linear layers on the fabric (:mod:`golden.training` on the golden backend,
   :func:`gpt_mapping.backward.linear_backward_rtl` on the RTL, bit for bit the same):
   ``dX = dY W^T`` (FP16), ``dW`` and ``db`` (FP32, delivered at the north edge);
+* GELU's (erf form) on the fabric: the ``gelu_grad`` kernel over the tile, then the
+  element-wise product with the incoming gradient, each rounded to FP16 (the tanh form on
+  the host, torch autograd of ``F.gelu``);
 * the rest on the host (report rows ``host``), in float32 from the FP16 activations, each
-  result rounded once to FP16 where it flows into the next operation: GELU's derivative
-  (torch autograd of ``F.gelu``), LayerNorm's (torch autograd of ``F.layer_norm``, with the
+  result rounded once to FP16 where it flows into the next operation: LayerNorm's (torch autograd of ``F.layer_norm``, with the
   FP16 scale and shift the fabric used; FP32 ``dgamma``, ``dbeta``), the attention's from
   the fabric's FP16 probabilities ``P``: ``dV = P^T dA``, ``dP = dA V^T``,
   ``dS = P (dP - rowsum(dP P))``, ``dQ = dS K / sqrt(d)``, ``dK = dS^T Q / sqrt(d)`` (numpy
@@ -77,12 +79,29 @@ def _layernorm(name, x16, g16, b16, dy16, eps, rows):
                                    f"{name}.bias": b.grad.numpy().copy()})
 
 
-def _gelu(up16, dy16, form, rows):
-    u = torch.tensor(f16_values(up16), requires_grad=True)
-    F.gelu(u, approximate="none" if form == "erf" else "tanh").backward(
-        torch.tensor(f16_values(dy16)))
-    rows.append(BackwardRow("mlp.gelu", "host"))
-    return _f16(u.grad.numpy())
+def _gelu(up16, dy16, form, rows, backend="golden", fabric=None):
+    """d(up) = dy * gelu'(up). The erf form on the fabric: the ``gelu_grad`` kernel over
+    the tile (golden/nonlinear.py), then the element-wise product with dy, each rounded to
+    FP16; the tanh form on the host (torch autograd of ``F.gelu``)."""
+    if form != "erf":
+        u = torch.tensor(f16_values(up16), requires_grad=True)
+        F.gelu(u, approximate="tanh").backward(torch.tensor(f16_values(dy16)))
+        rows.append(BackwardRow("mlp.gelu", "host"))
+        return _f16(u.grad.numpy())
+    from gpt_mapping.rowops import row_mapping
+    m = row_mapping(*up16.shape, *fabric)
+    if backend == "rtl":
+        from gpt_mapping.elementwise import run_elementwise_rtl
+        g16, c1 = run_elementwise_rtl(m, "gelu_grad", up16)
+        out, c2 = run_elementwise_rtl(m, "product", np.asarray(g16, np.float16), dy16)
+        cycles = {"gelu_grad": int(c1["cycles"]), "product": int(c2["cycles"])}
+    else:
+        from golden import fabric_ops as G
+        g16 = G.gelu_grad(up16.view(np.uint16))
+        out = G.product(g16, dy16.view(np.uint16)).view(np.float16)
+        cycles = {}
+    rows.append(BackwardRow("mlp.gelu", "fabric", cycles))
+    return np.asarray(out, dtype=np.float16)
 
 
 def _attention(cfg, qkv16, probs16, datt16, rows):
@@ -148,7 +167,7 @@ def block_backward(run, mapped, dout16, backend="golden", fabric=None):
     d_g, g = _linear("mlp.c_proj", lin["mlp.c_proj"], op("mlp.gelu").out16, dout16,
                      backend, fabric, rows)
     grads.update(g)
-    d_up = _gelu(op("mlp.c_fc.bias").out16, d_g, cfg.gelu, rows)
+    d_up = _gelu(op("mlp.c_fc.bias").out16, d_g, cfg.gelu, rows, backend, fabric)
     d_h2, g = _linear("mlp.c_fc", lin["mlp.c_fc"], op("ln_2").out16, d_up, backend, fabric,
                       rows)
     grads.update(g)

@@ -37,7 +37,12 @@ __all__ = ["OPS", "elementwise_program", "elementwise_streams", "operand_base",
 
 #: The operations and their command.
 OPS = {"bias": BlockCommand.BIAS, "residual": BlockCommand.RESIDUAL,
-       "gelu": BlockCommand.GELU, "gelu_tanh": BlockCommand.GELU}
+       "gelu": BlockCommand.GELU, "gelu_tanh": BlockCommand.GELU,
+       # the backward pass (gpt_mapping/block_backward.py): GELU's derivative, and the
+       # product of two tiles (the residual add's form with FMUL)
+       "gelu_grad": BlockCommand.GELU, "product": BlockCommand.RESIDUAL}
+#: The operations with a second tile (read where :func:`operand_base` puts it).
+TWO_TILES = ("residual", "product")
 _SPAN = 16
 
 
@@ -115,7 +120,7 @@ def elementwise_program(mapping, x, y, op, operand_at=None):
     M, F16 = R.Kind.MEM, R.DType.FP16
     grid = _grid(mapping, x, y)
     entries, code = {}, None
-    end = b_base + (k * tp if op == "residual" else 0)
+    end = b_base + (k * tp if op in TWO_TILES else 0)
     if operand_at is not None:
         end = max(end, y_base + k * tp)
     if op == "bias":
@@ -124,12 +129,12 @@ def elementwise_program(mapping, x, y, op, operand_at=None):
         prog.dsr("ycol", M, dtype=F16, base=y_base, **column)
         entries["bias"] = R.encode_entry(R.TensorOp.FADD, prog.id("ycol"), prog.id("xcol"),
                                          R.DSR_WAVELET, adv=("dst", "a"), pe=pe)
-    elif op == "residual":
+    elif op in TWO_TILES:
         prog.dsr("x2d", M, dtype=F16, base=x_base, dims=grid)
         prog.dsr("r2d", M, dtype=F16, base=b_base, dims=grid)
         prog.dsr("y2d", M, dtype=F16, base=y_base, dims=grid)
-        entries["residual"] = R.encode_entry(R.TensorOp.FADD, prog.id("y2d"), prog.id("x2d"),
-                                             prog.id("r2d"), pe=pe)
+        entries[op] = R.encode_entry(R.TensorOp.FADD if op == "residual" else R.TensorOp.FMUL,
+                                     prog.id("y2d"), prog.id("x2d"), prog.id("r2d"), pe=pe)
     else:
         kc, starts = gelu_chunks(mapping, x, y, op)
         cgrid = ((tp, 1), (kc, tp))
@@ -230,7 +235,8 @@ def elementwise_streams(mapping, op, bias16=None):
 #: The model's constants: the command's trip and the task's start and end (fitted on the
 #: 4 x 4 fabric, checked elsewhere: docs/rowops.md section 5), the launch-list task's
 #: minimum cycles per feature (a BIAS command per feature).
-EW_FIXED = {"bias": 10, "residual": 10, "gelu": 10, "gelu_tanh": 10}
+EW_FIXED = {"bias": 10, "residual": 10, "gelu": 10, "gelu_tanh": 10, "gelu_grad": 10,
+            "product": 10}
 BIAS_PER_FEATURE = 2
 RESIDUAL_SAME_PAIR = 1.5
 #: Cycles per issue when the operand starts on that pair too (measured: 2 x 2, T 8, C 16:
@@ -282,7 +288,7 @@ def _work(mapping, op, x, y, t, k, operand_at=None):
     tp = mapping.t_pad(y)
     if op == "bias":
         return k * max(-(-t // 4), BIAS_PER_FEATURE)
-    if op == "residual":
+    if op in TWO_TILES:
         # One issue per 4 elements; when Y's write-back meets X's reads (both tiles start
         # on one bank pair: K_x T_pad / 4 a multiple of 4), every issue after the first
         # write-back (4 issues in) costs RESIDUAL_SAME_PAIR (measured on 4 x 4, T 32, C 256).
@@ -318,9 +324,9 @@ def run_elementwise_rtl(mapping, op, x16, operand16=None, **options):
         if b is None or b.dtype != np.float16 or b.shape != (mapping.features,):
             raise MappingError(f"the bias must be float16 [{mapping.features}], not "
                                f"{None if b is None else (b.dtype, list(b.shape))}")
-    elif op == "residual":
+    elif op in TWO_TILES:
         if operand16 is None:
-            raise MappingError("the residual add needs its second operand")
+            raise MappingError(f"the {op} needs its second operand")
         loads.append((operand16, lambda x, y: operand_base(mapping, x, y)))
     elif operand16 is not None:
         raise MappingError(f"{op} takes no operand")
