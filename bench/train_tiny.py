@@ -80,7 +80,7 @@ def main(argv=None):
     print(f"step {k} replayed: loss golden {gold.loss!r}, RTL {rtl.loss!r} (the run's "
           f"{float(loss[k])!r}); {len(same)} of {len(gold.grads)} gradients bit for bit; golden "
           f"{t1 - t0:.1f} s, RTL {t2 - t1:.1f} s; RTL cycles: forward {rtl.forward_cycles:,}, "
-          f"backward's linear layers {rtl.backward_cycles:,} "
+          f"backward's fabric operations {rtl.backward_cycles:,} "
           f"({rtl.backward_cycles / max(rtl.forward_cycles, 1):.2f}x)")
     ok = (gold.loss == rtl.loss == float(np.float32(loss[k])) and len(same) == len(gold.grads)
           and loss[-1] < loss[0])
