@@ -64,23 +64,23 @@ def reduce_north_program(x, y, height, length, base, pe=None):
     F32 = R.DType.FP32
     prog.dsr("p", R.Kind.MEM, dtype=F32, base=base // 2, dims=vec)
     prog.dsr("up", R.Kind.FOUT, dtype=F32, color=GRAD_COLOR, dims=vec)
-    prog.emit("reduce_north:")
-    if y == height - 1:
-        prog.launch("fmov", "up", "p", note="the last row's partial, north")
-    else:
+    if y < height - 1:
         prog.dsr("south", R.Kind.FIN, dtype=F32, color=GRAD_COLOR, dims=vec)
-        prog.launch("fadd", "up", "p", "south", note="s = P_y + s from the south, north")
+    prog.emit("reduce_north:")
+    _send_north(prog, y, height, "p")
+    return prog.single_task(base, f"tile ({x}, {y}): the north reduction's", "reduce_north",
+                            TASK, _WEIGHT_COLOR, _CTRL_BASE)
+
+
+def _send_north(prog, y, height, partial):
+    """The north reduction's launch over DSR ``partial`` (and ``up``, ``south``), then
+    ``tend``: the last row sends its partial, every row above adds what comes from the
+    south (``s = P_y + s``)."""
+    if y == height - 1:
+        prog.launch("fmov", "up", partial, note="the last row's partial, north")
+    else:
+        prog.launch("fadd", "up", partial, "south", note="s = P_y + s from the south, north")
     prog.emit("    tend")
-    out, program, source = prog.assemble(base, f"tile ({x}, {y}): the north reduction's")
-    bad = R.encode_entry(R.TensorOp.FMOV, R.DSR_NONE, pe=pe)
-    out.append((R.entry_addr(0, pe=pe), list(bad)))
-    tasks = {t: R.encode_task(0, pe=pe) for t in range(_CTRL_BASE + 3)}
-    tasks[TASK] = R.encode_task(pc=program.labels["reduce_north"], pe=pe)
-    for task, word in sorted(tasks.items()):
-        out.append((R.task_addr(task, pe=pe), [word]))
-    out.append((R.bind_addr(_WEIGHT_COLOR, pe=pe),
-                [R.encode_bind(data_task=0, ctrl_base=_CTRL_BASE, pe=pe)]))
-    return out, source
 
 
 def reduce_north_streams(width):
@@ -109,26 +109,57 @@ def decode_north(words, length, column=0):
     return (halves[:, 0] | (halves[:, 1] << 16)).astype(np.uint32).view(np.float32)
 
 
+def _setup(width, height, routes):
+    """A configuration program with ``routes`` (``[(x, y, in_port, colour, mask)]``,
+    through the golden routing tables) written into the routers."""
+    from golden.routing import RouteTables
+    from runtime.fabric_host import ConfigProgram
+    tables = RouteTables(width, height)
+    for x, y, port, color, mask in routes:
+        tables.set(x, y, port, color, mask)
+    setup = ConfigProgram(width, height)
+    for x, y, port, color, mask in tables.entries():
+        setup.router_write(x, y, route_addr(port, color), mask)
+    return setup
+
+
+def _play(spec, job, runs, what, timeout=300):
+    """Play ``job`` on the build ``spec``; the :class:`RunStats` of the run steps ``runs``.
+    Raises ``FabricStallError`` naming the step that stopped and ``FabricRunError`` for
+    traffic off the east, south or west edge."""
+    from runtime.fabric_host import FabricRunError, FabricStallError, run_job
+    result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
+                     stream_depth=spec.stream_depth, timeout=timeout)
+    if result.stopped is not None:
+        raise FabricStallError(f"{what} stopped in {job.steps[result.stopped]['name']}: no "
+                               f"wavelet moved for the watchdog's cycles", None)
+    stats = [result.runs[i] for i in runs]
+    for st in stats:
+        if st.edge_count:
+            raise FabricRunError(f"{st.name}: {st.edge_count} cycle(s) of wavelets left the "
+                                 f"fabric east, south or west")
+    return stats
+
+
+def _north_run(job, width, expect, watchdog, name):
+    """The ``REDUCE_NORTH`` run step, with the budget and watchdog of ``expect`` cycles."""
+    return job.run(reduce_north_streams(width), budget=4 * expect + 20_000,
+                   watchdog=max(watchdog, 2 * expect), name=name, expect_cycles=expect)
+
+
 def run_reduce_north_rtl(partials, *, base=4096, watchdog=5000):
     """Reduce ``partials`` (float32 [H, W, L]: PE (x, y)'s vector) northward on the RTL
     fabric: ``(sums, counters)``, ``sums`` float32 [W, L] as MemoryX receives them and
     ``counters`` the run's cycles and north-edge wavelet counts."""
     from gpt_mapping.fabric_run import fabric_build
-    from golden.routing import RouteTables
     from rtl.tile import BROADCAST_X
-    from runtime.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job,
-                                     run_job)
+    from runtime.fabric_host import Job
     p = np.ascontiguousarray(partials, dtype=np.float32)
     if p.ndim != 3 or 0 in p.shape:
         raise ValueError(f"partials must be float32 [H, W, L], not {list(p.shape)}")
     height, width, length = p.shape
     spec = fabric_build(width, height)
-    setup = ConfigProgram(width, height)
-    tables = RouteTables(width, height)
-    for x, y, port, color, mask in reduce_north_routes(width, height):
-        tables.set(x, y, port, color, mask)
-    for x, y, port, color, mask in tables.entries():
-        setup.router_write(x, y, route_addr(port, color), mask)
+    setup = _setup(width, height, reduce_north_routes(width, height))
     for y in range(height):
         for x in range(width):
             for addr, words in reduce_north_program(x, y, height, length, base)[0]:
@@ -137,18 +168,8 @@ def run_reduce_north_rtl(partials, *, base=4096, watchdog=5000):
         setup.pe_write(BROADCAST_X, y, R.reg_addr(R.Reg.COUNTER_CTRL), 1)
     job = Job(width, height)
     job.configure(setup, name="north reduction setup")
-    expect = 2 * length + 4 * height + 50
-    run = job.run(reduce_north_streams(width), budget=4 * expect + 20_000,
-                  watchdog=watchdog, name="north reduction", expect_cycles=expect)
-    result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, timeout=300)
-    if result.stopped is not None:
-        raise FabricStallError("north reduction stopped: no wavelet moved for the "
-                               "watchdog's cycles", None)
-    stats = result.runs[run]
-    if stats.edge_count:
-        raise FabricRunError(f"north reduction: {stats.edge_count} cycle(s) of wavelets left "
-                             f"the fabric east, south or west")
+    run = _north_run(job, width, 2 * length + 4 * height + 50, watchdog, "north reduction")
+    stats, = _play(spec, job, [run], "north reduction")
     sums = np.stack([decode_north(stats.north_words(x, spec.stream_depth), length, x)
                      for x in range(width)])
     return sums, {"cycles": int(stats.cycles), "north_count": list(stats.north_count)}
@@ -211,22 +232,10 @@ def weight_gradient_program(x, y, height, t_y, t_pad, k_x, n, x_base, dy_base, p
     prog.emit(f"    addi r9, r9, {2 * t_pad}",
               "    addi r7, r7, -1",
               "    bne r7, r0, feature")
-    if y == height - 1:
-        prog.launch("fmov", "up", "pall", note="the last row's partial, north")
-    else:
-        prog.launch("fadd", "up", "pall", "south", note="s = P_y + s from the south, north")
-    prog.emit("    tend")
-    out, program, source = prog.assemble(min(x_base, dy_base, p_base),
-                                         f"tile ({x}, {y}): the weight gradient's")
-    bad = R.encode_entry(R.TensorOp.FMOV, R.DSR_NONE, pe=pe)
-    out.append((R.entry_addr(0, pe=pe), list(bad)))
-    tasks = {t: R.encode_task(0, pe=pe) for t in range(_CTRL_BASE + 3)}
-    tasks[TASK] = R.encode_task(pc=program.labels["reduce_north"], pe=pe)
-    for task, word in sorted(tasks.items()):
-        out.append((R.task_addr(task, pe=pe), [word]))
-    out.append((R.bind_addr(_WEIGHT_COLOR, pe=pe),
-                [R.encode_bind(data_task=0, ctrl_base=_CTRL_BASE, pe=pe)]))
-    return out, source
+    _send_north(prog, y, height, "pall")
+    return prog.single_task(min(x_base, dy_base, p_base),
+                            f"tile ({x}, {y}): the weight gradient's", "reduce_north", TASK,
+                            _WEIGHT_COLOR, _CTRL_BASE)
 
 
 def _align(v, m=16):
@@ -246,9 +255,7 @@ def run_weight_gradient_rtl(x16, dy16, width, height, *, watchdog=5000):
     from gpt_mapping import redistribute as RD
     from gpt_mapping.fabric_run import fabric_build
     from gpt_mapping.layout import GemmMapping, check_gemm_operands
-    from golden.routing import RouteTables
-    from runtime.fabric_host import (ConfigProgram, FabricRunError, FabricStallError, Job,
-                                     run_job)
+    from runtime.fabric_host import ConfigProgram, FabricRunError, Job
     check_gemm_operands(x16, None)
     check_gemm_operands(dy16, None)
     t, k = x16.shape
@@ -279,15 +286,8 @@ def run_weight_gradient_rtl(x16, dy16, width, height, *, watchdog=5000):
                                    f"need {pb + 4 * kx * n} bytes, the PE has {sram}")
             place[x, y] = (xb, dyb, cb, pb)
     spec = fabric_build(width, height)
-    tables = RouteTables(width, height)
-    entries = reduce_north_routes(width, height)
-    if width > 1:
-        entries += RD.redistribute_routes(copy)
-    for x, y, port, color, mask in entries:
-        tables.set(x, y, port, color, mask)
-    setup = ConfigProgram(width, height)
-    for x, y, port, color, mask in tables.entries():
-        setup.router_write(x, y, route_addr(port, color), mask)
+    setup = _setup(width, height, reduce_north_routes(width, height)
+                   + (RD.redistribute_routes(copy) if width > 1 else []))
     plain_dy = GemmMapping(tokens=t, features=n, outputs=n, width=width, height=height)
     for (x, y), (xb, dyb, cb, pb) in place.items():
         setup.pe_write_block(x, y, xb // 4, m.x_tile(x16, x, y).reshape(-1).view("<u4"))
@@ -317,21 +317,9 @@ def run_weight_gradient_rtl(x16, dy16, width, height, *, watchdog=5000):
     job.configure(second, name="weight gradient programs")
     expect = int(m.tokens_per_row.max()) * int(m.features_per_column.max()) * n \
         + 2 * int(m.features_per_column.max()) * n + 100
-    runs.append(job.run(reduce_north_streams(width), budget=4 * expect + 20_000,
-                        watchdog=max(watchdog, 2 * expect), name="dW partials and north",
-                        expect_cycles=expect))
-    result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, timeout=600)
-    if result.stopped is not None:
-        raise FabricStallError(f"weight gradient stopped in "
-                               f"{job.steps[result.stopped]['name']}: no wavelet moved for "
-                               f"the watchdog's cycles", None)
-    for i in runs:
-        st = result.runs[i]
-        if st.edge_count:
-            raise FabricRunError(f"{st.name}: {st.edge_count} cycle(s) of wavelets left the "
-                                 f"fabric east, south or west")
-    first, last = result.runs[runs[0]], result.runs[runs[-1]]
+    runs.append(_north_run(job, width, expect, watchdog, "dW partials and north"))
+    stats = _play(spec, job, runs, "weight gradient", timeout=600)
+    first, last = stats[0], stats[-1]
     if len(runs) > 1 and any(first.north_count):
         raise FabricRunError("the copy of dY sent wavelets off the north edge")
     dw = np.zeros((k, n), dtype=np.float32)
@@ -351,9 +339,7 @@ def run_bias_gradient_rtl(dy16, width, height, *, watchdog=5000):
     is needed."""
     from gpt_mapping.fabric_run import fabric_build
     from gpt_mapping.layout import GemmMapping, check_gemm_operands
-    from golden.routing import RouteTables
-    from runtime.fabric_host import ConfigProgram, FabricRunError, FabricStallError, Job, \
-        run_job
+    from runtime.fabric_host import Job
     check_gemm_operands(dy16, None)
     t, n = dy16.shape
     if t < height:
@@ -363,12 +349,7 @@ def run_bias_gradient_rtl(dy16, width, height, *, watchdog=5000):
         raise MappingError(f"{n} outputs on {width} columns: column {n} would own none")
     m = GemmMapping(tokens=t, features=n, outputs=n, width=width, height=height)
     spec = fabric_build(width, height)
-    tables = RouteTables(width, height)
-    for x, y, port, color, mask in reduce_north_routes(width, height):
-        tables.set(x, y, port, color, mask)
-    setup = ConfigProgram(width, height)
-    for x, y, port, color, mask in tables.entries():
-        setup.router_write(x, y, route_addr(port, color), mask)
+    setup = _setup(width, height, reduce_north_routes(width, height))
     for y in range(height):
         for x in range(width):
             nx, tp = int(m.features_per_column[x]), m.t_pad(y)
@@ -385,18 +366,8 @@ def run_bias_gradient_rtl(dy16, width, height, *, watchdog=5000):
     job.configure(setup, name="bias gradient setup")
     expect = int(m.tokens_per_row.max()) * int(m.features_per_column.max()) \
         + 2 * int(m.features_per_column.max()) + 100
-    run = job.run(reduce_north_streams(width), budget=4 * expect + 20_000,
-                  watchdog=max(watchdog, 2 * expect), name="db partials and north",
-                  expect_cycles=expect)
-    result = run_job(spec.build, job, cfg_depth=spec.cfg_depth, resp_depth=spec.resp_depth,
-                     stream_depth=spec.stream_depth, timeout=300)
-    if result.stopped is not None:
-        raise FabricStallError("bias gradient stopped: no wavelet moved for the watchdog's "
-                               "cycles", None)
-    st = result.runs[run]
-    if st.edge_count:
-        raise FabricRunError(f"{st.name}: {st.edge_count} cycle(s) of wavelets left the "
-                             f"fabric east, south or west")
+    run = _north_run(job, width, expect, watchdog, "db partials and north")
+    st, = _play(spec, job, [run], "bias gradient")
     db = np.zeros(n, dtype=np.float32)
     for x in range(width):
         nr = m.feature_range(x)
@@ -404,13 +375,14 @@ def run_bias_gradient_rtl(dy16, width, height, *, watchdog=5000):
     return db, {"cycles": int(st.cycles), "north_count": list(st.north_count)}
 
 
-def linear_backward_rtl(x16, w16, dy16, width, height):
+def linear_backward_rtl(x16, w16, dy16, width, height, bias=True):
     """The backward pass of ``Y = X W + b`` on the RTL fabric: ``(dx16, dw, db, cycles)``:
     ``dX = dY W^T`` (float16 [T, K]) as a weight-streaming GEMM with W streamed again,
     transposed (for each input feature its non-zero weights, outputs ascending), and
     ``dW`` (float32 [K, N]) and ``db`` (float32 [N]) delivered at the north edge
-    (:func:`run_weight_gradient_rtl`, :func:`run_bias_gradient_rtl`); ``cycles``:
-    ``{"dx", "dw", "dw_copy", "db"}``. Bit for bit :mod:`golden.training`."""
+    (:func:`run_weight_gradient_rtl`, :func:`run_bias_gradient_rtl`; ``db`` None for a
+    layer without ``bias``); ``cycles``: ``{"dx", "dw", "dw_copy", "db"}``. Bit for bit
+    :mod:`golden.training`."""
     from gpt_mapping.fabric_run import run_gemm_rtl
     from gpt_mapping.layout import GemmMapping, check_gemm_operands
     check_gemm_operands(x16, w16)
@@ -421,6 +393,9 @@ def linear_backward_rtl(x16, w16, dy16, width, height):
     mapping = GemmMapping(tokens=t, features=n, outputs=k, width=width, height=height)
     dx16, c_dx = run_gemm_rtl(mapping, dy16, np.ascontiguousarray(w16.T))
     dw, c_dw = run_weight_gradient_rtl(x16, dy16, width, height)
-    db, c_db = run_bias_gradient_rtl(dy16, width, height)
-    return dx16, dw, db, {"dx": int(c_dx["cycles"]), "dw": c_dw["cycles"],
-                          "dw_copy": c_dw["copy_cycles"], "db": c_db["cycles"]}
+    cycles = {"dx": int(c_dx["cycles"]), "dw": c_dw["cycles"], "dw_copy": c_dw["copy_cycles"]}
+    db = None
+    if bias:
+        db, c_db = run_bias_gradient_rtl(dy16, width, height)
+        cycles["db"] = c_db["cycles"]
+    return dx16, dw, db, cycles

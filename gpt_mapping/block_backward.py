@@ -55,18 +55,23 @@ def _f16(a):
     return round_f32_to_f16(np.asarray(a, dtype=np.float32))
 
 
-def _linear(name, layer, x16, dy16, backend, fabric, rows):
+def _linear(name, w16, x16, dy16, backend, fabric, rows, bias=True):
+    """A linear layer's dX, dW (and db) on the fabric: ``(dx16, {name.weight, name.bias})``
+    (torch's ``[N, K]`` weight gradient)."""
     if backend == "rtl":
         from gpt_mapping.backward import linear_backward_rtl
-        dx16, dw, db, cycles = linear_backward_rtl(x16, layer.w16, dy16, *fabric)
+        dx16, dw, db, cycles = linear_backward_rtl(x16, w16, dy16, *fabric, bias=bias)
     else:
         width, height = fabric
-        dx16 = TR.linear_backward_dx(dy16, layer.w16, width, height)
+        dx16 = TR.linear_backward_dx(dy16, w16, width, height)
         dw = TR.weight_gradient(x16, dy16, height)
-        db = TR.bias_gradient(dy16, height)
+        db = TR.bias_gradient(dy16, height) if bias else None
         cycles = {}
     rows.append(BackwardRow(name, "fabric", cycles))
-    return dx16, {f"{name}.weight": np.ascontiguousarray(dw.T), f"{name}.bias": db}
+    grads = {f"{name}.weight": np.ascontiguousarray(dw.T)}
+    if bias:
+        grads[f"{name}.bias"] = db
+    return dx16, grads
 
 
 def _layernorm(name, x16, g16, b16, dy16, eps, rows):
@@ -164,11 +169,11 @@ def block_backward(run, mapped, dout16, backend="golden", fabric=None):
     rows, grads = [], {}
     x16 = run.x16.reshape(t, c)
     # residual_2: out = x1 + mlp(ln_2(x1))
-    d_g, g = _linear("mlp.c_proj", lin["mlp.c_proj"], op("mlp.gelu").out16, dout16,
+    d_g, g = _linear("mlp.c_proj", lin["mlp.c_proj"].w16, op("mlp.gelu").out16, dout16,
                      backend, fabric, rows)
     grads.update(g)
     d_up = _gelu(op("mlp.c_fc.bias").out16, d_g, cfg.gelu, rows, backend, fabric)
-    d_h2, g = _linear("mlp.c_fc", lin["mlp.c_fc"], op("ln_2").out16, d_up, backend, fabric,
+    d_h2, g = _linear("mlp.c_fc", lin["mlp.c_fc"].w16, op("ln_2").out16, d_up, backend, fabric,
                       rows)
     grads.update(g)
     d_x1_ln, g = _layernorm("ln_2", op("residual_1").out16, *mapped.ln16("ln_2"), d_h2,
@@ -176,12 +181,12 @@ def block_backward(run, mapped, dout16, backend="golden", fabric=None):
     grads.update(g)
     d_x1 = _fan_in("residual_2", d_x1_ln, dout16, backend, fabric, rows)
     # residual_1: x1 = x + attn(ln_1(x))
-    d_att, g = _linear("attn.c_proj", lin["attn.c_proj"], op("attn.av").out16, d_x1,
+    d_att, g = _linear("attn.c_proj", lin["attn.c_proj"].w16, op("attn.av").out16, d_x1,
                        backend, fabric, rows)
     grads.update(g)
     d_qkv = _attention(cfg, op("attn.c_attn.bias").out16, op("attn.softmax").out16, d_att,
                        rows)
-    d_h, g = _linear("attn.c_attn", lin["attn.c_attn"], op("ln_1").out16, d_qkv, backend,
+    d_h, g = _linear("attn.c_attn", lin["attn.c_attn"].w16, op("ln_1").out16, d_qkv, backend,
                      fabric, rows)
     grads.update(g)
     d_x_ln, g = _layernorm("ln_1", x16, *mapped.ln16("ln_1"), d_h, cfg.ln_eps, rows)

@@ -220,17 +220,8 @@ def redistribute_program(mapping, x, y, src_base, dst_base, token_major=False):
             prog.dsr(f"in{s}", R.Kind.FIN, dtype=F16, color=_color(mapping, s), dims=grid)
             prog.launch("fmov", f"dst{s}", f"in{s}", note=f"the piece of column {s}")
     prog.emit("    tend                  # the launches run on; the step ends when they do")
-    where = f"tile ({x}, {y}): the redistribution's"
-    out, program, source = prog.assemble(mapping.pe.data_base, where)
-    bad = R.encode_entry(R.TensorOp.FMOV, R.DSR_NONE, pe=pe)
-    out.append((R.entry_addr(0, pe=pe), list(bad)))
-    tasks = {t: R.encode_task(0, pe=pe) for t in range(_CTRL_BASE + 3)}
-    tasks[TASK] = R.encode_task(pc=program.labels["redistribute"], pe=pe)
-    for task, word in sorted(tasks.items()):
-        out.append((R.task_addr(task, pe=pe), [word]))
-    out.append((R.bind_addr(mapping.colors.weight, pe=pe),
-                [R.encode_bind(data_task=0, ctrl_base=_CTRL_BASE, pe=pe)]))
-    return out, source
+    return prog.single_task(mapping.pe.data_base, f"tile ({x}, {y}): the redistribution's",
+                            "redistribute", TASK, mapping.colors.weight, _CTRL_BASE)
 
 
 def redistribute_streams(mapping):

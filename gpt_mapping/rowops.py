@@ -187,6 +187,24 @@ class _Program:
         out += [(R.dsr_addr(ident, pe=self.pe), words) for ident, words in self.dsrs.values()]
         return out, program, source
 
+    def single_task(self, data_base, where, label, task, color, ctrl_base):
+        """The configuration of a program with one code task: its code and DSRs
+        (:meth:`assemble`), launch entry 0 a launch the PE refuses (BAD_OPERAND), every task
+        id below ``ctrl_base + 3`` pointing at it, ``task`` at ``label``, and the stream
+        ``color`` bound (data task 0, commands from ``ctrl_base``): ``(config, source)``.
+        A stray command or data wavelet on the stream then raises an error, never runs."""
+        pe = self.pe
+        out, program, source = self.assemble(data_base, where)
+        out.append((R.entry_addr(0, pe=pe), list(R.encode_entry(R.TensorOp.FMOV, R.DSR_NONE,
+                                                                pe=pe))))
+        tasks = {t: R.encode_task(0, pe=pe) for t in range(ctrl_base + 3)}
+        tasks[task] = R.encode_task(pc=program.labels[label], pe=pe)
+        for t, word in sorted(tasks.items()):
+            out.append((R.task_addr(t, pe=pe), [word]))
+        out.append((R.bind_addr(color, pe=pe),
+                    [R.encode_bind(data_task=0, ctrl_base=ctrl_base, pe=pe)]))
+        return out, source
+
     def launch(self, op, dst, a, b=None, rm="r0", note=""):
         names = [str(self.id(n)) if n is not None else "-" for n in (dst, a, b)]
         comment = f"    # {note}" if note else f"    # {dst} = {op} {a}{', ' + b if b else ''}"

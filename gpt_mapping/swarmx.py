@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 __all__ = ["tree_levels", "tree_reduce", "reduce_on", "system_step", "data_parallel_step",
-           "SwarmXModel", "run_systems", "connect"]
+           "SwarmXModel", "run_systems", "connect", "reduce_results"]
 
 
 def tree_levels(systems):
@@ -74,6 +74,18 @@ def reduce_on(client, futures):
         cur = [cur[a] if b is None else client.submit(_add, cur[a], cur[b], pure=False)
                for a, b in level]
     return client.submit(_scale, cur[0], len(futures), pure=False).result()
+
+
+def reduce_results(results, futures=None, client=None):
+    """The systems' ``{"grads", "loss"}`` results reduced up the tree: ``(grads, loss)``;
+    on ``client`` from the results' ``futures`` (the tree's tasks where the results are),
+    else locally (:func:`tree_reduce`)."""
+    if client is None:
+        return (tree_reduce([r["grads"] for r in results]),
+                tree_reduce([r["loss"] for r in results])["loss"])
+    part = {key: [client.submit(lambda r, key=key: r[key], f, pure=False) for f in futures]
+            for key in ("grads", "loss")}
+    return reduce_on(client, part["grads"]), reduce_on(client, part["loss"])["loss"]
 
 
 def system_step(x16, targets, w16, b16, width, height, backend="golden"):
@@ -142,14 +154,7 @@ def data_parallel_step(memoryx, x16, targets, systems, width, height, backend="g
     w16, b16 = (memoryx.fp16()[k] for k in ("w", "b"))
     results, futures = run_systems(x16, targets, w16, b16, systems, width, height, backend,
                                    client)
-    if client is None:
-        grads = tree_reduce([r["grads"] for r in results])
-        loss = tree_reduce([r["loss"] for r in results])["loss"]
-    else:
-        grads = reduce_on(client, [client.submit(lambda r: r["grads"], f, pure=False)
-                                   for f in futures])
-        loss = reduce_on(client, [client.submit(lambda r: r["loss"], f, pure=False)
-                                  for f in futures])["loss"]
+    grads, loss = reduce_results(results, futures, client)
     memoryx.update(grads)
     return float(loss), grads, [r["pid"] for r in results]
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from golden import training as TR
 from golden.block import f16_values
-from .block_backward import BackwardRow, block_backward
+from .block_backward import BackwardRow, _layernorm, _linear, block_backward
 from .gpt import map_block, round_f32_to_f16
 
 __all__ = ["StepResult", "model_gradients", "train_step", "apply_weights"]
@@ -48,35 +47,22 @@ def model_gradients(model, run, targets, backend="golden"):
     """The loss and gradients of the model run ``run`` (:func:`run_model`'s) against
     ``targets`` (int [batch, n]); ``backend`` runs the backward's linear layers."""
     cfg = model.config
-    t, c = cfg.tokens, cfg.n_embd
+    t = cfg.tokens
     fabric = tuple(run.fabric)
     targets = np.asarray(targets).reshape(-1)
     logits16 = run.op("lm_head").out16.reshape(t, -1)
     ce = TR.cross_entropy(logits16, targets)
     rows, grads = [BackwardRow("loss", "host")], {}
     # lm_head (no bias) on the fabric
-    head_w16 = run.op("lm_head").w16
-    h16 = run.op("ln_f").out16
-    if backend == "rtl":
-        from .backward import linear_backward_rtl
-        d_h, dw, _, cycles = linear_backward_rtl(h16, head_w16, ce.dlogits16, *fabric)
-    else:
-        d_h = TR.linear_backward_dx(ce.dlogits16, head_w16, *fabric)
-        dw, cycles = TR.weight_gradient(h16, ce.dlogits16, fabric[1]), {}
-    rows.append(BackwardRow("lm_head", "fabric", cycles))
-    grads["lm_head.weight"] = np.ascontiguousarray(dw.T)
+    d_h, g = _linear("lm_head", run.op("lm_head").w16, run.op("ln_f").out16, ce.dlogits16,
+                     backend, fabric, rows, bias=False)
+    grads.update(g)
     # ln_f on the host
-    x_last = run.op(f"h.{model.n_layer - 1}.residual_2").out16
-    ln_w, ln_b = (round_f32_to_f16(p.detach().numpy().astype(np.float32))
-                  for p in (model.transformer.ln_f.weight, model.transformer.ln_f.bias))
-    x = torch.tensor(f16_values(x_last), requires_grad=True)
-    g = torch.tensor(f16_values(ln_w), requires_grad=True)
-    b = torch.tensor(f16_values(ln_b), requires_grad=True)
-    F.layer_norm(x, (c,), g, b, cfg.ln_eps).backward(torch.tensor(f16_values(d_h)))
-    grads["transformer.ln_f.weight"] = g.grad.numpy().copy()
-    grads["transformer.ln_f.bias"] = b.grad.numpy().copy()
-    rows.append(BackwardRow("ln_f", "host"))
-    d = round_f32_to_f16(x.grad.numpy())
+    ln16 = (round_f32_to_f16(p.detach().numpy().astype(np.float32))
+            for p in (model.transformer.ln_f.weight, model.transformer.ln_f.bias))
+    d, g = _layernorm("ln_f", run.op(f"h.{model.n_layer - 1}.residual_2").out16, *ln16, d_h,
+                      cfg.ln_eps, rows)
+    grads.update({f"transformer.{k}": v for k, v in g.items()})
     # the blocks, last first
     for i in reversed(range(model.n_layer)):
         x_in = run.op("embedding" if i == 0 else f"h.{i - 1}.residual_2").out16

@@ -205,21 +205,17 @@ def main(argv=None):
             rows = data[s * args.batch:(s + 1) * args.batch]
             tokens, targets = rows[:, :-1], rows[:, 1:]
             parts = np.array_split(np.arange(args.batch), args.systems)
+            futures = None
             if client is None:
                 results = [_system(model, tokens[p], targets[p], fabric, backend)
                            for p in parts]
-                grads = SX.tree_reduce([r["grads"] for r in results])
-                loss = SX.tree_reduce([r["loss"] for r in results])["loss"]
             else:
                 workers = sorted(client.scheduler_info()["workers"])
                 futures = [client.submit(_system, model, tokens[p], targets[p], fabric,
                                          backend, workers=[workers[i % len(workers)]],
                                          pure=False) for i, p in enumerate(parts)]
                 results = client.gather(futures)
-                grads = SX.reduce_on(client, [client.submit(lambda r: r["grads"], f,
-                                                            pure=False) for f in futures])
-                loss = SX.reduce_on(client, [client.submit(lambda r: r["loss"], f,
-                                                           pure=False) for f in futures])["loss"]
+            grads, loss = SX.reduce_results(results, futures, client)
             t_update = time.perf_counter()
             mx.update(grads)
             apply_weights(model, mx.params)
